@@ -1,0 +1,29 @@
+# distill: the two quick-start commands and their helpers.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/distill generate configs/retrieval_agent.yaml
+	$(VENV)/bin/distill validate outputs/retrieval-agent/train.jsonl --config configs/retrieval_agent.yaml
+	$(VENV)/bin/distill validate outputs/retrieval-agent/validation.jsonl --config configs/retrieval_agent.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/offline_throughput.py
+
+clean:
+	rm -rf $(VENV) outputs/*/

@@ -1,0 +1,119 @@
+"""The `distill` command line: a thin layer over the Python API.
+
+It alone sets up logging and turns a `DistillError` into one line on stderr (plus the hint) and exit code 2.
+Each subcommand is a `_add_<name>` function that registers its parser and handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from distill.errors import DistillError
+
+__all__ = ["main", "build_parser"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from distill.config import load_config
+    from distill.pipeline import generate
+
+    config = load_config(args.config)
+    result = generate(config, args.out, progress=not args.no_progress)
+    c, e = result.conversations, result.examples
+    print(
+        f"{c['accepted']}/{c['requested']} conversations accepted ({c['rejected']} rejected, {c['failed']} failed): "
+        f"{e['train']} train + {e['validation']} validation examples in {result.run_dir}/ "
+        f"(train.jsonl, validation.jsonl, rejected.jsonl, manifest.json)"
+    )
+    return 0
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="run the whole pipeline for a config and write the run folder")
+    p.add_argument("config", help="the YAML config")
+    p.add_argument("--out", help="run folder (default: outputs/<name>/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_generate)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from distill.config import load_config
+    from distill.lint import format_report, lint_file
+
+    config = load_config(args.config) if args.config else None
+    if not Path(args.file).is_file():
+        raise DistillError(f"{args.file}: no such file", hint="give a fine-tuning .jsonl file")
+    report = lint_file(args.file, config, model=args.model)
+    print(format_report(report, max_lines=args.max_lines))
+    return 0 if report.ok else 1
+
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="lint a fine-tuning JSONL file (ours or anyone's); exit 1 if any line fails")
+    p.add_argument("file", help="an OpenAI chat fine-tuning .jsonl file")
+    p.add_argument("--config", help="the agent's config: its tools, schemas and max_steps are checked too")
+    p.add_argument("--model", help="fine-tuning target for token limits (default: the config's, else gpt-4o-mini)")
+    p.add_argument("--max-lines", type=int, default=50, help="problems to print (default 50)")
+    p.set_defaults(handler=_cmd_validate)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from distill.config import load_config
+    from distill.pipeline import default_run_dir, reexport
+
+    config = load_config(args.config)
+    run_dir = Path(args.run) if args.run else default_run_dir(config)
+    result = reexport(config, run_dir)
+    e = result.examples
+    print(f"re-exported with no teacher call: {e['train']} train + {e['validation']} validation examples in {run_dir}/")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="rebuild a run's dataset files from its trajectories (no teacher call)")
+    p.add_argument("config", help="the YAML config (its export/agent sections may have changed)")
+    p.add_argument("--run", help="run folder (default: outputs/<name>/)")
+    p.set_defaults(handler=_cmd_export)
+
+
+_COMMANDS = [_add_generate, _add_validate, _add_export]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="distill",
+        description="Turn documents and a YAML description of an agent's tools into fine-tuning data.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `distill` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.handler(args)
+    except DistillError as exc:
+        print(f"distill: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("distill: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

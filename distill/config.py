@@ -1,0 +1,383 @@
+"""The YAML config: pydantic models (one section per stage, `extra="forbid"`), loading and error reporting.
+
+`load_config(path)` reads YAML, validates it, resolves relative paths against the config file's folder and checks
+what can be checked before any work starts (source paths exist, python tools import, schemas are valid). Every
+problem is raised as a `ConfigError` naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from distill.errors import ConfigError
+
+__all__ = [
+    "AgentConfig",
+    "ChunkingConfig",
+    "Config",
+    "ExportConfig",
+    "GenerationConfig",
+    "MixConfig",
+    "PythonTool",
+    "RetrieverTool",
+    "SourceConfig",
+    "TeacherConfig",
+    "ToolConfig",
+    "ToolExample",
+    "load_config",
+    "config_from_dict",
+    "resolve_callable",
+]
+
+FINAL_ANSWER = "Final Answer"
+_BAD_NAME_CHARS = re.compile(r"[\n\r:{}`,\"]")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AgentConfig(_Model):
+    """How the agent talks: its format, system prompt and step budget."""
+
+    format: Literal["langchain-chat"] = "langchain-chat"
+    system_prompt: str | None = Field(default=None, description="null = LangChain's own PREFIX")
+    max_steps: int = Field(default=3, ge=1, le=20, description="tool calls + final answer per turn")
+    memory_window: int = Field(default=5, ge=1, description="ConversationBufferWindowMemory k (turns kept)")
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _no_template_braces(cls, value: str | None) -> str | None:
+        if value is not None and ("{" in value or "}" in value):
+            raise ValueError(
+                "contains { or }, which LangChain's prompt template would treat as variables; remove them"
+            )
+        return value
+
+
+class ToolExample(_Model):
+    """An example use of a tool: a user question and the action_input that answers it."""
+
+    question: str = Field(min_length=1)
+    input: str
+
+
+class _ToolBase(_Model):
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field(min_length=1)
+    input_schema: dict[str, Any] | None = Field(
+        default=None, description="JSON Schema that action_input (a string) must satisfy"
+    )
+    examples: list[ToolExample] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if value != value.strip():
+            raise ValueError("has leading or trailing spaces; remove them")
+        bad = _BAD_NAME_CHARS.search(value)
+        if bad:
+            raise ValueError(
+                f"contains {bad.group()!r}, which breaks the agent's tool list or JSON action; "
+                "use letters, digits, spaces, - or _"
+            )
+        if value.lower() == FINAL_ANSWER.lower():
+            raise ValueError("'Final Answer' is the agent's reserved action; pick another tool name")
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _safe_description(cls, value: str) -> str:
+        if "{" in value or "}" in value:
+            raise ValueError("contains { or }, which LangChain's prompt template would treat as variables")
+        return value
+
+    @field_validator("input_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return value
+        import jsonschema
+
+        try:
+            jsonschema.validators.validator_for(value).check_schema(value)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"is not a valid JSON Schema: {exc.message}") from None
+        return value
+
+
+class RetrieverTool(_ToolBase):
+    """Built-in search: BM25 over the source chunks; the observation is LangChain's print of the result list."""
+
+    kind: Literal["retriever"]
+    top_k: int = Field(default=3, ge=1, le=50)
+
+
+class PythonTool(_ToolBase):
+    """A callable "module:function" that takes the action_input string and returns the observation."""
+
+    kind: Literal["python"]
+    function: str = Field(description='"module:function", importable from the config folder or the environment')
+
+    @field_validator("function")
+    @classmethod
+    def _shape(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+            raise ValueError('must look like "package.module:function"')
+        return value
+
+
+ToolConfig = Annotated[RetrieverTool | PythonTool, Field(discriminator="kind")]
+TOOL_KINDS = ("retriever", "python")
+
+
+class SourceConfig(_Model):
+    """A file, folder or glob of documents, or a Hugging Face dataset."""
+
+    path: str | None = None
+    hf_dataset: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SourceConfig:
+        if (self.path is None) == (self.hf_dataset is None):
+            raise ValueError("give exactly one of path or hf_dataset")
+        return self
+
+
+class ChunkingConfig(_Model):
+    """How documents are cut into retrievable chunks (characters, on paragraph and sentence boundaries)."""
+
+    max_chars: int = Field(default=1000, ge=100)
+    overlap: int = Field(default=100, ge=0)
+
+
+class TeacherConfig(_Model):
+    """Which model plays the agent."""
+
+    provider: Literal["auto", "offline", "openai"] = Field(
+        default="auto", description="auto = openai when OPENAI_API_KEY is set, else offline"
+    )
+    model: str = "gpt-4o"
+    base_url: str | None = Field(default=None, description="else OPENAI_BASE_URL, else OpenAI")
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    max_tokens: int = Field(default=1024, ge=16)
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    max_retries: int = Field(default=5, ge=0)
+    timeout_s: float = Field(default=120.0, gt=0)
+
+    def resolved_provider(self) -> Literal["offline", "openai"]:
+        """The provider actually used: `auto` picks openai when OPENAI_API_KEY is set."""
+        if self.provider == "auto":
+            return "openai" if os.environ.get("OPENAI_API_KEY") else "offline"
+        return self.provider
+
+
+class MixConfig(_Model):
+    """Shares of conversation kinds; they must sum to 1."""
+
+    tool: float = Field(default=0.7, ge=0, le=1)
+    direct: float = Field(default=0.15, ge=0, le=1)
+    multi_turn: float = Field(default=0.15, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> MixConfig:
+        total = self.tool + self.direct + self.multi_turn
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"tool + direct + multi_turn must sum to 1 (they sum to {total:g})")
+        return self
+
+
+class GenerationConfig(_Model):
+    """How many conversations, of which kinds, from which seed."""
+
+    conversations: int = Field(default=100, ge=1)
+    seed: int = 0
+    mix: MixConfig = Field(default_factory=MixConfig)
+    follow_ups: int = Field(default=1, ge=1, le=5, description="extra turns in a multi_turn conversation")
+
+
+class ExportConfig(_Model):
+    """The fine-tuning files: split and target model."""
+
+    validation_fraction: float = Field(default=0.1, ge=0, lt=1)
+    model: str = "gpt-4o-mini-2024-07-18"
+    max_example_tokens: int | None = Field(default=None, ge=1, description="default: the model's limit")
+
+
+class Config(_Model):
+    """A whole distill config, as loaded from YAML."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run folder: outputs/<name>/")
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    tools: list[ToolConfig] = Field(min_length=1)
+    sources: list[SourceConfig] = Field(min_length=1)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    _path: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _unique_tools(self) -> Config:
+        seen: set[str] = set()
+        for tool in self.tools:
+            if tool.name in seen:
+                raise ValueError(f"tool name {tool.name!r} is used twice; tool names must be unique")
+            seen.add(tool.name)
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        """The YAML file this config came from (None when built from a dict)."""
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths resolve against."""
+        return self._path.parent if self._path else Path.cwd()
+
+    def config_hash(self) -> str:
+        """A stable hash of the validated config (what determines the run)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def tool(self, name: str) -> RetrieverTool | PythonTool | None:
+        """The configured tool called `name`, or None."""
+        return next((t for t in self.tools if t.name == name), None)
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    previous: Any = None
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif isinstance(previous, int) and item in TOOL_KINDS:
+            pass  # pydantic's discriminator tag, not a YAML key
+        elif item.startswith("function-") or item.startswith("union["):
+            pass
+        else:
+            parts.append(("." if parts else "") + item)
+        previous = item
+    return "".join(parts) or "(top level)"
+
+
+def _explain(err: dict[str, Any]) -> tuple[str, str]:
+    key = _key_path(tuple(err["loc"]))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return key, "unknown key; check its spelling against the config reference in README.md"
+    if kind == "missing":
+        return key, "is required"
+    if kind == "union_tag_invalid":
+        return key, f"unknown tool kind; use one of: {', '.join(TOOL_KINDS)}"
+    if kind == "union_tag_not_found":
+        return key, f"missing 'kind'; use one of: {', '.join(TOOL_KINDS)}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return key, msg
+
+
+def config_from_dict(data: Any, *, file: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate a parsed config mapping; errors name `file` and the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(file, None, "the top level must be a mapping of keys (name:, tools:, sources:, ...)")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        key, message = _explain(exc.errors()[0])
+        more = len(exc.errors()) - 1
+        raise ConfigError(file, key, message + (f" (and {more} more problem(s))" if more else "")) from None
+    if base_dir is not None:
+        config._path = base_dir / Path(file).name
+    _check_resources(config, file)
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, validate and check a YAML config file."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(str(file), None, "no such config file", hint="check the path")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(str(file), None, f"YAML syntax error at {where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(file), None, "is not UTF-8 text") from None
+    config = config_from_dict(data, file=str(file), base_dir=file.resolve().parent)
+    return config
+
+
+def resolve_source_path(config: Config, raw: str) -> Path:
+    """A source path (file, folder or glob) made absolute against the config folder."""
+    path = Path(os.path.expanduser(raw))
+    return path if path.is_absolute() else config.base_dir / path
+
+
+def _check_resources(config: Config, file: str) -> None:
+    for i, source in enumerate(config.sources):
+        if source.path is None:
+            continue
+        resolved = resolve_source_path(config, source.path)
+        if any(ch in source.path for ch in "*?["):
+            if not list(resolved.parent.glob(resolved.name)) and not list(
+                Path(resolved.anchor).glob(str(resolved.relative_to(resolved.anchor)))
+            ):
+                raise ConfigError(file, f"sources[{i}].path", f"the glob {source.path!r} matches no file")
+        elif not resolved.exists():
+            raise ConfigError(
+                file,
+                f"sources[{i}].path",
+                f"{source.path!r} does not exist (resolved to {resolved})",
+                hint="paths are relative to the config file's folder",
+            )
+    for i, tool in enumerate(config.tools):
+        if isinstance(tool, PythonTool):
+            try:
+                resolve_callable(tool.function, config.base_dir)
+            except ImportError as exc:
+                raise ConfigError(
+                    file,
+                    f"tools[{i}].function",
+                    f"cannot import {tool.function!r}: {exc}",
+                    hint="make the module importable from the config's folder or install it",
+                ) from None
+
+
+def resolve_callable(spec: str, base_dir: Path | None = None) -> Callable[[str], Any]:
+    """Import "module:function"; the config's folder is searched first."""
+    module_name, _, attr = spec.partition(":")
+    added = False
+    if base_dir is not None and str(base_dir) not in sys.path:
+        sys.path.insert(0, str(base_dir))
+        added = True
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix
+        raise ImportError(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        if added:
+            sys.path.remove(str(base_dir))
+    func = getattr(module, attr, None)
+    if not callable(func):
+        raise ImportError(f"module {module_name!r} has no callable {attr!r}")
+    return func

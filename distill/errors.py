@@ -1,0 +1,43 @@
+"""The one error tree of distill: every expected failure is a `DistillError` carrying its context.
+
+The CLI turns a `DistillError` into one line (plus a hint) and exit code 2; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DistillError", "ConfigError", "SourceError", "TeacherError", "RunFolderError"]
+
+
+class DistillError(Exception):
+    """Base class: a message a user can act on, optionally with a hint naming the fix."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class ConfigError(DistillError):
+    """A config file that cannot be read or does not validate; names the file and the YAML key."""
+
+    def __init__(self, file: str, key: str | None, message: str, *, hint: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {message}", hint=hint)
+
+
+class SourceError(DistillError):
+    """A source that cannot be loaded at all (a missing dataset library, an unreachable dataset)."""
+
+
+class TeacherError(DistillError):
+    """A teacher that cannot be used (no API key, an endpoint that refuses every request)."""
+
+
+class RunFolderError(DistillError):
+    """A run folder that is missing the artifact a command needs."""

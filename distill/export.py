@@ -1,0 +1,177 @@
+"""Export: trajectories -> OpenAI fine-tuning JSONL (train / validation split by source document), rejects, manifest.
+
+Reads the rollout stage's trajectories, renders the accepted ones with the agent format, rejects examples over the
+target model's per-example token limit, splits by source document (no document feeds both files) and writes
+`train.jsonl`, `validation.jsonl`, `rejected.jsonl` and `manifest.json`. It makes no teacher call, so it can be
+rerun at will on a run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distill.config import Config
+from distill.tokens import count_example, default_epochs, example_limit, token_stats
+from distill.trajectory import Trajectory
+from distill.validator import Reason
+
+__all__ = ["ExportResult", "export_run", "split_documents", "write_jsonl"]
+
+OFFLINE_NOTE = (
+    "Written by distill's offline deterministic teacher (no language model): a grounded stand-in for running the "
+    "pipeline without an API key. Use a real teacher (teacher.provider: openai) for data worth training on."
+)
+
+
+@dataclass
+class ExportResult:
+    """Where the files are and what they hold."""
+
+    train: Path
+    validation: Path
+    rejected: Path
+    manifest: Path
+    counts: dict[str, Any]
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows as JSON lines (UTF-8, no ASCII escaping) atomically; returns the number written."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    n = 0
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    tmp.replace(path)
+    return n
+
+
+def split_documents(counts: dict[str, int], fraction: float, seed: int) -> set[str]:
+    """Documents for the validation split: a seeded order, filled until `fraction` of the examples is reached."""
+    if fraction <= 0 or len(counts) < 2:
+        return set()
+    total = sum(counts.values())
+    order = sorted(counts, key=lambda d: hashlib.sha256(f"{seed}:{d}".encode()).hexdigest())
+    chosen: set[str] = set()
+    taken = 0
+    for doc in order:
+        if taken >= fraction * total or len(chosen) == len(counts) - 1:
+            break
+        chosen.add(doc)
+        taken += counts[doc]
+    return chosen
+
+
+def _reject_row(t: Trajectory) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "outcome": t.outcome,
+        "stage": t.stage,
+        "reason": t.reason,
+        "detail": t.detail,
+        "raw": t.raw,
+        "kind": t.kind,
+        "doc_id": t.doc_id,
+        "chunk_id": t.chunk_id,
+        "turns": [turn.model_dump() for turn in t.turns],
+    }
+
+
+def export_run(
+    config: Config,
+    run_dir: Path,
+    trajectories: Sequence[Trajectory],
+    fmt: Any,
+    *,
+    extra_manifest: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Render, token-check, split and write the run's dataset files and manifest."""
+    model = config.export.model
+    limit = config.export.max_example_tokens or example_limit(model)
+    lines: dict[str, list[tuple[dict[str, Any], int]]] = {}
+    for t in trajectories:
+        if t.outcome != "accepted":
+            continue
+        rendered = [(ex, count_example(ex, model)) for ex in fmt.render(t)]
+        worst = max(n for _, n in rendered)
+        if worst > limit:
+            t.reject("export", str(Reason.OVER_TOKEN_LIMIT), f"{worst} tokens > {limit} ({model})", None)
+            continue
+        lines[t.id] = rendered
+    accepted = [t for t in trajectories if t.outcome == "accepted"]
+    per_doc = Counter(t.doc_id for t in accepted for _ in lines[t.id])
+    validation_docs = split_documents(dict(per_doc), config.export.validation_fraction, config.generation.seed)
+
+    train_rows: list[dict[str, Any]] = []
+    val_rows: list[dict[str, Any]] = []
+    train_tokens: list[int] = []
+    val_tokens: list[int] = []
+    for t in accepted:
+        is_val = t.doc_id in validation_docs
+        for example, n in lines[t.id]:
+            (val_rows if is_val else train_rows).append(example)
+            (val_tokens if is_val else train_tokens).append(n)
+
+    paths = {name: run_dir / f"{name}.jsonl" for name in ("train", "validation", "rejected")}
+    write_jsonl(paths["train"], train_rows)
+    write_jsonl(paths["validation"], val_rows)
+    bad = [t for t in trajectories if t.outcome != "accepted"]
+    write_jsonl(paths["rejected"], (_reject_row(t) for t in bad))
+
+    outcomes = Counter(t.outcome for t in trajectories)
+    epochs = default_epochs(len(train_rows))
+    counts = {
+        "conversations": {
+            "requested": len(trajectories),
+            "accepted": outcomes["accepted"],
+            "rejected": outcomes["rejected"],
+            "failed": outcomes["failed"],
+        },
+        "examples": {"train": len(train_rows), "validation": len(val_rows)},
+    }
+    teacher = trajectories[0].teacher if trajectories else {}
+    manifest: dict[str, Any] = {
+        "name": config.name,
+        "config_hash": config.config_hash(),
+        "agent_format": config.agent.format,
+        "teacher": {**teacher, **({"note": OFFLINE_NOTE} if teacher.get("provider") == "offline" else {})},
+        **counts,
+        "rejects_by_reason": dict(Counter(t.reason for t in bad if t.outcome == "rejected").most_common()),
+        "failures_by_reason": dict(Counter(t.reason for t in bad if t.outcome == "failed").most_common()),
+        "rejects_by_stage": dict(Counter(t.stage for t in bad).most_common()),
+        "accepted_by_kind": dict(Counter(t.kind for t in accepted).most_common()),
+        "split": {
+            "by": "source document",
+            "validation_documents": sorted(validation_docs),
+            "train_documents": len(set(per_doc) - validation_docs),
+        },
+        "tokens": {
+            "model": model,
+            "example_limit": limit,
+            "train": token_stats(train_tokens),
+            "validation": token_stats(val_tokens),
+        },
+        "fine_tuning_estimate": {
+            "model": model,
+            "training_tokens": sum(train_tokens),
+            "epochs": epochs,
+            "billed_tokens": sum(train_tokens) * epochs,
+            "rule": "OpenAI default epochs: 3, raised to min(25, 100 // n) when n*3 < 100, "
+            "lowered to max(1, 25000 // n) when n*3 > 25000",
+        },
+        "files": {k: p.name for k, p in paths.items()},
+        "config": config.model_dump(mode="json"),
+    }
+    if extra_manifest:
+        manifest.update(extra_manifest)
+    manifest_path = run_dir / "manifest.json"
+    tmp = manifest_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(manifest_path)
+    return ExportResult(paths["train"], paths["validation"], paths["rejected"], manifest_path, counts)

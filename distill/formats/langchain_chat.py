@@ -1,0 +1,103 @@
+"""LangChain's conversational-chat agent (CHAT_CONVERSATIONAL_REACT_DESCRIPTION): the runtime prompt, exactly.
+
+The prompt is built by langchain-classic's own `ConversationalChatAgent.create_prompt` from its own templates
+(PREFIX, SUFFIX, FORMAT_INSTRUCTIONS, TEMPLATE_TOOL_RESPONSE); nothing is retyped here. One model call is: system,
+chat history (raw questions and plain-text answers of earlier turns, as `ConversationBufferWindowMemory` keeps
+them), the SUFFIX human message with the tools and the input, then the scratchpad (each earlier step's raw output
+and its TOOL RESPONSE). A fine-tuning line is the last call's messages plus the final answer; earlier turns'
+answers are history and carry `"weight": 0`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from distill.config import Config
+from distill.trajectory import Step, Trajectory, Turn
+from distill.validator import ToolSpec, check_action, render_action
+
+__all__ = ["LangChainChatFormat", "STOP_SEQUENCES"]
+
+# What ConversationalChatAgent binds as stop sequences (Agent._stop).
+STOP_SEQUENCES = ["\nObservation:", "\n\tObservation:"]
+
+_ROLES = {"system": "system", "human": "user", "ai": "assistant"}
+
+
+def _langchain_tools(config: Config) -> list[Any]:
+    from langchain_core.tools import Tool
+
+    def _unused(_: str) -> str:  # the prompt only needs names and descriptions
+        raise RuntimeError("rendering tools are never called")
+
+    return [Tool(name=t.name, description=t.description, func=_unused) for t in config.tools]
+
+
+class LangChainChatFormat:
+    """Renders trajectories as the messages LangChain's ConversationalChatAgent sends at each step."""
+
+    name = "langchain-chat"
+
+    def __init__(self, config: Config) -> None:
+        from langchain_classic.agents import ConversationalChatAgent
+        from langchain_classic.agents.conversational_chat.prompt import PREFIX, TEMPLATE_TOOL_RESPONSE
+
+        self.config = config
+        self.prompt = ConversationalChatAgent.create_prompt(
+            _langchain_tools(config), system_message=config.agent.system_prompt or PREFIX
+        )
+        self.template_tool_response = TEMPLATE_TOOL_RESPONSE
+        self.memory_window = config.agent.memory_window
+        self.tool_specs = {t.name: ToolSpec(t.name, t.input_schema) for t in config.tools}
+        self.stop = list(STOP_SEQUENCES)
+
+    # -- what the runtime sends ------------------------------------------------------------------------------
+    def _history(self, earlier: Sequence[Turn]) -> list[Any]:
+        from langchain_core.messages import AIMessage, HumanMessage
+
+        kept = list(earlier)[-self.memory_window :] if self.memory_window else []
+        messages: list[Any] = []
+        for turn in kept:
+            messages.append(HumanMessage(content=turn.question))
+            messages.append(AIMessage(content=turn.answer or ""))
+        return messages
+
+    def _scratchpad(self, steps: Sequence[Step]) -> list[Any]:
+        from langchain_core.messages import AIMessage, HumanMessage
+
+        out: list[Any] = []
+        for step in steps:
+            # The canonical blob, not the teacher's raw text: the student is trained to write exactly this, so at
+            # run time its own output (action.log) in the scratchpad is this text too.
+            out.append(AIMessage(content=render_action(step.action, step.action_input)))
+            out.append(HumanMessage(content=self.template_tool_response.format(observation=step.observation)))
+        return out
+
+    def messages_for_step(self, earlier: Sequence[Turn], question: str, steps: Sequence[Step]) -> list[dict[str, Any]]:
+        """The chat messages the runtime sends the model for the next step of a turn (OpenAI dicts)."""
+        lc_messages = self.prompt.format_messages(
+            input=question, chat_history=self._history(earlier), agent_scratchpad=self._scratchpad(steps)
+        )
+        return [{"role": _ROLES[m.type], "content": m.content} for m in lc_messages]
+
+    # -- parsing the model's answer ----------------------------------------------------------------------------
+    def check(self, text: str | None, finish_reason: str | None = None):  # noqa: ANN201 - Verdict
+        """Strictly check one model answer against this agent's tools."""
+        return check_action(text, self.tool_specs, finish_reason=finish_reason)
+
+    # -- fine-tuning lines ---------------------------------------------------------------------------------------
+    def render_turn(self, earlier: Sequence[Turn], turn: Turn) -> dict[str, Any]:
+        """One fine-tuning line: the runtime messages of the turn's last step, every step canonical, history at weight 0."""
+        messages = self.messages_for_step(earlier, turn.question, turn.steps[:-1])
+        kept = len(self._history(earlier))
+        for message in messages[1 : 1 + kept]:
+            if message["role"] == "assistant":
+                message["weight"] = 0
+        last = turn.steps[-1]
+        messages.append({"role": "assistant", "content": render_action(last.action, last.action_input)})
+        return {"messages": messages}
+
+    def render(self, trajectory: Trajectory) -> list[dict[str, Any]]:
+        """Every turn of an accepted trajectory as its own fine-tuning line."""
+        return [self.render_turn(trajectory.turns[:i], turn) for i, turn in enumerate(trajectory.turns)]

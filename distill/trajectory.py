@@ -1,0 +1,90 @@
+"""The canonical trajectory record: what the teacher did, independent of how an agent format renders it.
+
+A `Trajectory` is one planned conversation: its kind (tool / direct / multi_turn), where it came from (source
+document and chunk), its turns (each a user question and the agent's steps) and its outcome. Agent formats
+(`distill.formats`) render trajectories into fine-tuning lines; the validator decides the outcome.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ConversationKind", "Outcome", "Plan", "Step", "Turn", "Trajectory"]
+
+ConversationKind = Literal["tool", "direct", "multi_turn"]
+Outcome = Literal["accepted", "rejected", "failed"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Plan(_Record):
+    """One conversation to generate, fixed before any teacher call (reproducible from config + seed)."""
+
+    id: str
+    index: int
+    kind: ConversationKind
+    chunk_id: str
+    doc_id: str
+    turns: int = Field(ge=1)
+    tool: str | None = Field(default=None, description="the tool this conversation is meant to exercise")
+    seed: int
+
+
+class Step(_Record):
+    """One assistant message of a turn: the parsed action, the raw teacher text and what the tool answered."""
+
+    action: str
+    action_input: str
+    raw: str
+    observation: str | None = None
+    tool_error: bool = False
+
+    @property
+    def is_final(self) -> bool:
+        """True for the "Final Answer" step."""
+        return self.action == "Final Answer"
+
+
+class Turn(_Record):
+    """A user question and the agent's steps up to its final answer."""
+
+    question: str
+    steps: list[Step] = Field(default_factory=list)
+
+    @property
+    def answer(self) -> str | None:
+        """The final answer's text, or None when the turn did not finish."""
+        if self.steps and self.steps[-1].is_final:
+            return self.steps[-1].action_input
+        return None
+
+
+class Trajectory(_Record):
+    """A whole conversation and its outcome."""
+
+    id: str
+    kind: ConversationKind
+    doc_id: str
+    chunk_id: str
+    turns: list[Turn] = Field(default_factory=list)
+    outcome: Outcome = "accepted"
+    stage: str | None = Field(default=None, description="where it failed: questions, rollout or export")
+    reason: str | None = None
+    detail: str | None = None
+    raw: str | None = Field(default=None, description="the raw teacher text that was rejected")
+    teacher: dict[str, str] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    def reject(self, stage: str, reason: str, detail: str, raw: str | None) -> Trajectory:
+        """Mark rejected (the teacher answered, but not acceptably)."""
+        self.outcome, self.stage, self.reason, self.detail, self.raw = "rejected", stage, reason, detail, raw
+        return self
+
+    def fail(self, stage: str, reason: str, detail: str, raw: str | None = None) -> Trajectory:
+        """Mark failed (no usable teacher answer at all)."""
+        self.outcome, self.stage, self.reason, self.detail, self.raw = "failed", stage, reason, detail, raw
+        return self

@@ -1,0 +1,184 @@
+"""The strict validator of the LangChain conversational-chat action format.
+
+LangChain's runtime parser (`ConvoOutputParser`) repairs truncated JSON, accepts prose around the fence, takes the
+first of two blobs and lets unknown tool names through. Training on such text teaches the student to produce it, so
+this module accepts exactly one shape: a single fenced ```json block holding an object with exactly the keys
+`action` and `action_input`, where `action` is a configured tool or exactly "Final Answer" and `action_input` is a
+string that satisfies the tool's `input_schema`. Every reject carries a machine-readable `Reason`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "FINAL_ANSWER",
+    "Action",
+    "Reason",
+    "ToolSpec",
+    "Verdict",
+    "check_action",
+    "render_action",
+]
+
+FINAL_ANSWER = "Final Answer"
+_FENCE = "```"
+_BLOCK = re.compile(r"```([^\n`]*)\n(.*?)```", re.DOTALL)
+
+
+class Reason(StrEnum):
+    """Why an assistant message, a conversation or an example was rejected."""
+
+    NO_JSON_BLOCK = "no_json_block"
+    MULTIPLE_BLOCKS = "multiple_blocks"
+    UNCLOSED_BLOCK = "unclosed_block"
+    FENCE_NOT_JSON = "fence_not_json"
+    TEXT_OUTSIDE_BLOCK = "text_outside_block"
+    INVALID_JSON = "invalid_json"
+    BAD_KEYS = "bad_keys"
+    UNKNOWN_ACTION = "unknown_action"
+    ACTION_INPUT_NOT_STRING = "action_input_not_string"
+    ACTION_INPUT_SCHEMA = "action_input_schema"
+    EMPTY_ANSWER = "empty_answer"
+    TRUNCATED = "truncated"
+    CONTENT_FILTER = "content_filter"
+    NO_FINAL_ANSWER = "no_final_answer"
+    TOO_MANY_STEPS = "too_many_steps"
+    OVER_TOKEN_LIMIT = "over_token_limit"
+    TEACHER_ERROR = "teacher_error"
+    BAD_QUESTION = "bad_question"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A parsed agent action: a tool call or the final answer."""
+
+    action: str
+    action_input: str
+
+    @property
+    def is_final(self) -> bool:
+        """True for the "Final Answer" action."""
+        return self.action == FINAL_ANSWER
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of checking one assistant message."""
+
+    ok: bool
+    action: Action | None = None
+    reason: Reason | None = None
+    detail: str = ""
+
+    @classmethod
+    def reject(cls, reason: Reason, detail: str) -> Verdict:
+        """A failed check with its reason and a human-readable detail."""
+        return cls(ok=False, reason=reason, detail=detail)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """What the validator needs to know of a tool: its name and optional JSON Schema for action_input."""
+
+    name: str
+    input_schema: Mapping[str, Any] | None = None
+
+
+def render_action(action: str, action_input: str) -> str:
+    """The canonical blob: the layout LangChain's format instructions show and GPT-4 writes."""
+    body = json.dumps({"action": action, "action_input": action_input}, indent=4, ensure_ascii=False)
+    return f"{_FENCE}json\n{body}\n{_FENCE}"
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise ValueError(f"duplicate key(s) {dupes}")
+    return dict(pairs)
+
+
+_validators: dict[int, Any] = {}
+
+
+def _schema_errors(schema: Mapping[str, Any], value: str) -> str | None:
+    import jsonschema
+
+    key = id(schema)
+    validator = _validators.get(key)
+    if validator is None or validator.schema is not schema:
+        cls = jsonschema.validators.validator_for(schema)
+        validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+        _validators[key] = validator
+    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    return None if error is None else error.message
+
+
+def check_action(
+    text: str | None,
+    tools: Mapping[str, ToolSpec] | None,
+    *,
+    finish_reason: str | None = None,
+) -> Verdict:
+    """Check one assistant message strictly. `tools=None` accepts any tool name (when the tools are unknown)."""
+    if finish_reason == "length":
+        return Verdict.reject(Reason.TRUNCATED, "the teacher hit its max_tokens (finish_reason=length)")
+    if finish_reason == "content_filter":
+        return Verdict.reject(Reason.CONTENT_FILTER, "the teacher's output was filtered (finish_reason=content_filter)")
+    if not text or not text.strip():
+        return Verdict.reject(Reason.NO_JSON_BLOCK, "empty message")
+    blocks = list(_BLOCK.finditer(text))
+    if not blocks:
+        if _FENCE in text:
+            return Verdict.reject(Reason.UNCLOSED_BLOCK, "a ``` fence is opened but never closed (truncated?)")
+        return Verdict.reject(Reason.NO_JSON_BLOCK, "no fenced ```json block")
+    if len(blocks) > 1:
+        return Verdict.reject(Reason.MULTIPLE_BLOCKS, f"{len(blocks)} fenced blocks; exactly one is allowed")
+    block = blocks[0]
+    outside = (text[: block.start()] + text[block.end() :]).strip()
+    if _FENCE in outside:
+        return Verdict.reject(Reason.UNCLOSED_BLOCK, "a stray ``` fence outside the block")
+    if block.group(1).strip() != "json":
+        lang = block.group(1).strip() or "(none)"
+        return Verdict.reject(Reason.FENCE_NOT_JSON, f"the fence's language is {lang}, not json")
+    if outside:
+        snippet = outside[:60].replace("\n", " ")
+        return Verdict.reject(Reason.TEXT_OUTSIDE_BLOCK, f"text outside the json block: {snippet!r}")
+    try:
+        data = json.loads(block.group(2), object_pairs_hook=_no_duplicate_keys)
+    except ValueError as exc:
+        return Verdict.reject(Reason.INVALID_JSON, f"not valid JSON: {exc}")
+    if not isinstance(data, dict):
+        return Verdict.reject(Reason.BAD_KEYS, f"the JSON is a {type(data).__name__}, not an object")
+    if set(data) != {"action", "action_input"}:
+        return Verdict.reject(
+            Reason.BAD_KEYS, f"keys must be exactly action and action_input, got {sorted(data)}"
+        )
+    action, action_input = data["action"], data["action_input"]
+    if not isinstance(action, str):
+        return Verdict.reject(Reason.UNKNOWN_ACTION, f"action is a {type(action).__name__}, not a string")
+    if not isinstance(action_input, str):
+        return Verdict.reject(
+            Reason.ACTION_INPUT_NOT_STRING, f"action_input is a {type(action_input).__name__}, not a string"
+        )
+    if action == FINAL_ANSWER:
+        if not action_input.strip():
+            return Verdict.reject(Reason.EMPTY_ANSWER, "the Final Answer is empty")
+        return Verdict(ok=True, action=Action(action, action_input))
+    if tools is not None:
+        spec = tools.get(action)
+        if spec is None:
+            hint = " (the final action is spelled exactly 'Final Answer')" if action.lower() == "final answer" else ""
+            known = ", ".join(sorted(tools)) or "none"
+            return Verdict.reject(Reason.UNKNOWN_ACTION, f"unknown action {action!r}{hint}; tools: {known}")
+        if spec.input_schema is not None:
+            problem = _schema_errors(spec.input_schema, action_input)
+            if problem:
+                return Verdict.reject(Reason.ACTION_INPUT_SCHEMA, f"action_input fails the {action} schema: {problem}")
+    return Verdict(ok=True, action=Action(action, action_input))

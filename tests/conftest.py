@@ -1,0 +1,67 @@
+"""Shared fixtures: no real keys in the environment, configs over the project's corpus, generated runs."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill.config import Config, config_from_dict
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO / "corpus"
+
+BASE_CONFIG: dict[str, Any] = {
+    "name": "test-agent",
+    "agent": {"format": "langchain-chat", "max_steps": 3, "memory_window": 5},
+    "tools": [
+        {"name": "Vector Search Tool", "description": "Searches the documents.", "kind": "retriever", "top_k": 3}
+    ],
+    "sources": [{"path": str(CORPUS)}],
+    "teacher": {"provider": "offline"},
+    "generation": {"conversations": 40, "seed": 0, "mix": {"tool": 0.5, "direct": 0.2, "multi_turn": 0.3}},
+    "export": {"validation_fraction": 0.2},
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_real_openai(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see a real key or endpoint."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "HF_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def make_config(tmp_path: Path):
+    """Build a validated Config from BASE_CONFIG with overrides (top-level keys replaced)."""
+
+    def _make(**overrides: Any) -> Config:
+        data = copy.deepcopy(BASE_CONFIG)
+        data.update(copy.deepcopy(overrides))
+        return config_from_dict(data, file=str(tmp_path / "cfg.yaml"), base_dir=tmp_path)
+
+    return _make
+
+
+@pytest.fixture
+def calculator_tool() -> dict[str, Any]:
+    """The example configs' python calculator tool (configs/agent_tools.py)."""
+    return {
+        "name": "Calculator",
+        "description": "Evaluates arithmetic.",
+        "kind": "python",
+        "function": "agent_tools:calculate",
+        "input_schema": {"type": "string", "pattern": "^[0-9+*/(). -]+$"},
+        "examples": [
+            {"question": "What is 17 times 23?", "input": "17 * 23"},
+            {"question": "What is (120 + 45) * 3?", "input": "(120 + 45) * 3"},
+        ],
+    }
+
+
+@pytest.fixture
+def configs_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make configs/agent_tools.py importable for configs built outside configs/."""
+    monkeypatch.syspath_prepend(str(REPO / "configs"))
