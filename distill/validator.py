@@ -96,12 +96,24 @@ def render_action(action: str, action_input: str) -> str:
     return f"{_FENCE}json\n{body}\n{_FENCE}"
 
 
+class _DuplicateKeys(Exception):
+    pass
+
+
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _ in pairs]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
-        raise ValueError(f"duplicate key(s) {dupes}")
+        raise _DuplicateKeys(f"duplicate key(s) {dupes}")
     return dict(pairs)
+
+
+def _whole_block(text: str) -> str | None:
+    """The body when the whole message is one ```json fence (answers may themselves contain ``` fences)."""
+    stripped = text.strip()
+    if stripped.startswith(f"{_FENCE}json\n") and stripped.endswith(_FENCE) and len(stripped) > 11:
+        return stripped[len(_FENCE) + 5 : -len(_FENCE)]
+    return None
 
 
 _validators: dict[int, Any] = {}
@@ -133,6 +145,14 @@ def check_action(
         return Verdict.reject(Reason.CONTENT_FILTER, "the teacher's output was filtered (finish_reason=content_filter)")
     if not text or not text.strip():
         return Verdict.reject(Reason.NO_JSON_BLOCK, "empty message")
+    body = _whole_block(text)
+    if body is not None:
+        try:
+            return _check_object(json.loads(body, object_pairs_hook=_no_duplicate_keys), tools)
+        except _DuplicateKeys as exc:
+            return Verdict.reject(Reason.BAD_KEYS, str(exc))
+        except ValueError:
+            pass  # not one valid block after all: classify below
     blocks = list(_BLOCK.finditer(text))
     if not blocks:
         if _FENCE in text:
@@ -152,8 +172,14 @@ def check_action(
         return Verdict.reject(Reason.TEXT_OUTSIDE_BLOCK, f"text outside the json block: {snippet!r}")
     try:
         data = json.loads(block.group(2), object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKeys as exc:
+        return Verdict.reject(Reason.BAD_KEYS, str(exc))
     except ValueError as exc:
         return Verdict.reject(Reason.INVALID_JSON, f"not valid JSON: {exc}")
+    return _check_object(data, tools)
+
+
+def _check_object(data: Any, tools: Mapping[str, ToolSpec] | None) -> Verdict:
     if not isinstance(data, dict):
         return Verdict.reject(Reason.BAD_KEYS, f"the JSON is a {type(data).__name__}, not an object")
     if set(data) != {"action", "action_input"}:

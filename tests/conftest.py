@@ -65,3 +65,15 @@ def calculator_tool() -> dict[str, Any]:
 def configs_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make configs/agent_tools.py importable for configs built outside configs/."""
     monkeypatch.syspath_prepend(str(REPO / "configs"))
+
+
+@pytest.fixture
+def fake_openai(monkeypatch: pytest.MonkeyPatch):
+    """A started FakeOpenAI server, with OPENAI_API_KEY / OPENAI_BASE_URL pointing the SDK at it."""
+    from tests.fake_openai import FakeOpenAI
+
+    server = FakeOpenAI().start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    yield server
+    server.stop()

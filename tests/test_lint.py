@@ -18,8 +18,6 @@ from distill.lint import DEFAULT_MODEL, LintReport, Problem, format_report, lint
 from distill.tokens import count_example
 from distill.validator import FINAL_ANSWER, render_action
 
-# bpe-openai loads its encodings with the deprecated importlib.resources.open_binary
-pytestmark = pytest.mark.filterwarnings("ignore:open_binary is deprecated:DeprecationWarning")
 
 SEARCH = "Vector Search Tool"
 TICKET = "Ticket Lookup"

@@ -345,3 +345,19 @@ def test_chunking_is_fast() -> None:
     elapsed = time.perf_counter() - start
     assert len(chunks) >= 10_000
     assert elapsed < 1.0
+
+
+def test_glob_under_a_folder_with_glob_characters(tmp_path: Path) -> None:
+    base = tmp_path / "proj [draft]"
+    write(base / "docs" / "a.md", "a")
+    write(base / "docs" / "b.txt", "b")
+    documents, skipped = load_documents(make_config(base, [{"path": "docs/*.md"}]))
+    assert [d.id for d in documents] == ["docs/a.md"]
+    assert skipped == []
+
+
+def test_file_removed_after_config_check_is_recorded(tmp_path: Path) -> None:
+    path = write(tmp_path / "docs" / "gone.md", "soon gone")
+    config = make_config(tmp_path, [{"path": "docs/gone.md"}])
+    path.unlink()
+    assert load_documents(config) == ([], [SkippedSource("docs/gone.md", "not found")])

@@ -72,11 +72,7 @@ def test_invalid_json(body):
 @pytest.mark.parametrize(
     "body",
     [
-        pytest.param(
-            '{"action": "Search", "action": "Other", "action_input": "x"}',
-            marks=pytest.mark.xfail(strict=True, reason="validator reports duplicate keys as invalid_json"),
-            id="duplicate-key",
-        ),
+        pytest.param('{"action": "Search", "action": "Other", "action_input": "x"}', id="duplicate-key"),
         '{"action": "Search", "action_input": "x", "thought": "t"}',  # extra key
         '{"action": "Search"}',  # missing key
         '["Search", "x"]',  # not an object
@@ -204,14 +200,7 @@ def test_render_action_layout_matches_the_seed():
         ("Search", "main focus of IDSIA-01-11"),
         ("Ticket Lookup", "TCK-0042"),
         (FINAL_ANSWER, 'It says "fast" GPU CNNs.\nSee ünïcode, {braces} \\ too.'),
-        pytest.param(
-            FINAL_ANSWER,
-            "Run:\n```python\nprint(1)\n```",
-            marks=pytest.mark.xfail(
-                strict=True, reason="validator cuts the block at the first ``` inside the JSON string"
-            ),
-            id="answer-with-a-code-fence",
-        ),
+        pytest.param(FINAL_ANSWER, "Run:\n```python\nprint(1)\n```", id="answer-with-a-code-fence"),
     ],
 )
 def test_render_action_passes_and_parses_identically(action, action_input):

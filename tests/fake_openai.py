@@ -1,0 +1,173 @@
+"""A small OpenAI-compatible HTTP server on 127.0.0.1 for tests: scripted answers, injected faults, a request log.
+
+Tests register handlers per route (`server.route("POST", r"/v1/chat/completions", handler)`); a handler receives a
+`FakeRequest` and returns a `FakeResponse` (status, JSON body, headers, a delay before answering, or a dropped
+connection). `chat_script` is the default chat-completions handler: a callable `(body) -> FakeResponse | str`, where a
+string is answered as the assistant's content. Every request is logged in `server.requests`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["FakeOpenAI", "FakeRequest", "FakeResponse", "chat_completion"]
+
+
+@dataclass
+class FakeRequest:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float = field(default_factory=time.monotonic)
+
+    def json(self) -> Any:
+        """The body parsed as JSON (None when empty)."""
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class FakeResponse:
+    """What to answer: JSON (or raw bytes), after `delay` seconds; `drop=True` closes the connection unanswered."""
+
+    status: int = 200
+    json: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    body: bytes | None = None
+    drop: bool = False
+
+
+def chat_completion(
+    content: str | None,
+    *,
+    finish_reason: str = "stop",
+    model: str = "fake-model",
+    tool_calls: list[dict[str, Any]] | None = None,
+    usage: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """A chat.completion JSON body."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {
+        "id": f"chatcmpl-{time.monotonic_ns()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
+        "usage": usage or {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+    }
+
+
+Handler = Callable[[FakeRequest], FakeResponse]
+
+
+class FakeOpenAI:
+    """The server. Use as a context manager or call start()/stop()."""
+
+    def __init__(self, chat_script: Callable[[dict[str, Any]], FakeResponse | str] | None = None) -> None:
+        self.requests: list[FakeRequest] = []
+        self.chat_script = chat_script or (lambda body: "hello")
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._lock = threading.Lock()
+        self.route("POST", r"/v1/chat/completions", self._chat)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- routes ---------------------------------------------------------------------------------------------------
+    def route(self, method: str, pattern: str, handler: Handler) -> None:
+        """Register a handler (later registrations win)."""
+        self._routes.insert(0, (method, re.compile(pattern + r"$"), handler))
+
+    def _chat(self, request: FakeRequest) -> FakeResponse:
+        answer = self.chat_script(request.json())
+        return FakeResponse(json=chat_completion(answer)) if isinstance(answer, str) else answer
+
+    def requests_to(self, path: str) -> list[FakeRequest]:
+        """Logged requests whose path ends with `path`."""
+        with self._lock:
+            return [r for r in self.requests if r.path.endswith(path)]
+
+    # -- lifecycle --------------------------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL to give a client."""
+        assert self._server is not None, "server not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def start(self) -> FakeOpenAI:
+        """Listen on a free port of 127.0.0.1 in a background thread."""
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the default log
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                request = FakeRequest(self.command, self.path.split("?")[0], dict(self.headers), body)
+                with server._lock:
+                    server.requests.append(request)
+                handler = next(
+                    (h for m, p, h in server._routes if m == self.command and p.search(request.path)), None
+                )
+                response = handler(request) if handler else FakeResponse(404, {"error": {"message": "no route"}})
+                if response.delay:
+                    time.sleep(response.delay)
+                if response.drop:
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(2)
+                    except OSError:
+                        pass
+                    return
+                payload = response.body if response.body is not None else json.dumps(response.json).encode()
+                try:
+                    self.send_response(response.status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(payload)))
+                    for key, value in response.headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+            do_GET = do_POST = do_DELETE = _handle  # noqa: N815
+
+        class _Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:  # clients that hang up are normal
+                pass
+
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Shut the server down."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
