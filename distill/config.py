@@ -231,14 +231,15 @@ class Config(_Model):
 
     _path: Path | None = PrivateAttr(default=None)
 
-    @model_validator(mode="after")
-    def _unique_tools(self) -> Config:
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, tools: list[Any]) -> list[Any]:
         seen: set[str] = set()
-        for tool in self.tools:
+        for tool in tools:
             if tool.name in seen:
                 raise ValueError(f"tool name {tool.name!r} is used twice; tool names must be unique")
             seen.add(tool.name)
-        return self
+        return tools
 
     @property
     def path(self) -> Path | None:

@@ -1,7 +1,7 @@
 """The `generate` pipeline: wires the stages and owns the run folder; no stage logic lives here.
 
 config -> sources/chunks -> BM25 index -> plans -> (questions + rollouts, concurrently) -> export. Each stage writes
-its artifact into the run folder: `chunks.jsonl` + `index/`, `plans.jsonl`, `trajectories.jsonl`, then the dataset
+its artifact into the run folder: `index/` (with `chunks.jsonl`), `plans.jsonl`, `trajectories.jsonl`, then the dataset
 files and `manifest.json`.
 """
 
@@ -109,7 +109,6 @@ def generate(
     if not chunks:
         named = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:5]) or "no files found"
         raise DistillError(f"no usable text in the sources: {named}", hint="check sources: in the config")
-    write_jsonl(run_dir / "chunks.jsonl", ({"id": c.id, "doc_id": c.doc_id, "text": c.text} for c in chunks))
     index = ChunkIndex.build(chunks)
     index.save(run_dir / "index")
 

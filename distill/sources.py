@@ -24,8 +24,7 @@ from distill.errors import SourceError
 
 __all__ = ["Chunk", "Document", "SkippedSource", "chunk_documents", "load_documents"]
 
-TEXT_EXTENSIONS = frozenset({".txt", ".md"})
-SUPPORTED_EXTENSIONS = TEXT_EXTENSIONS | {".jsonl", ".pdf"}
+SUPPORTED_EXTENSIONS = frozenset({".txt", ".md", ".jsonl", ".pdf"})
 _GLOB_CHARS = frozenset("*?[")
 _FIRST_SPACE = re.compile(r"\s+")
 # A sentence ends at the space after . ! ? (or after . ! ? and a closing quote or bracket); a line break ends one.
@@ -60,29 +59,23 @@ class SkippedSource:
     reason: str
 
 
-# ---------------------------------------------------------------------------------------------------------- loading
-
-
 def load_documents(config: Config) -> tuple[list[Document], list[SkippedSource]]:
     """Every document of every configured source, in config order, and what was skipped (with reasons)."""
     documents: list[Document] = []
     skipped: list[SkippedSource] = []
-    seen: set[str] = set()
+    seen: set[str] = set()  # a file named by two sources loads once
     base = os.path.abspath(config.base_dir)
     for source in config.sources:
         if source.hf_dataset is not None:
             _load_hf(source, documents, skipped)
             continue
-        assert source.path is not None  # SourceConfig guarantees path or hf_dataset
-        for file in _expand(config, source.path):
-            rel = _display_path(file, base)
-            if rel in seen:
-                continue
-            seen.add(rel)
-            if not os.path.isfile(file):
-                skipped.append(SkippedSource(rel, "not found"))
-                continue
-            _load_file(Path(file), rel, source.text_field, documents, skipped)
+        for file in _expand(config, source.path or ""):
+            rel = Path(os.path.relpath(os.path.abspath(file), base)).as_posix()
+            if rel not in seen:
+                seen.add(rel)
+                problem = _load_file(Path(file), rel, source.text_field, documents, skipped)
+                if problem:
+                    skipped.append(SkippedSource(rel, problem))
     return documents, skipped
 
 
@@ -119,62 +112,44 @@ def _is_hidden(rel: str) -> bool:
     return any(part.startswith(".") and part not in (".", "..") for part in Path(rel).parts)
 
 
-def _display_path(file: str, base: str) -> str:
-    """The path relative to the config folder, in posix form (absolute when on another drive)."""
-    try:
-        return Path(os.path.relpath(os.path.abspath(file), base)).as_posix()
-    except ValueError:
-        return Path(os.path.abspath(file)).as_posix()
-
-
-def _load_file(
-    path: Path, rel: str, text_field: str, out: list[Document], skipped: list[SkippedSource]
-) -> None:
+def _load_file(path: Path, rel: str, field: str, out: list[Document], skipped: list[SkippedSource]) -> str:
+    """Load one file into `out`; returns why it was skipped ("" when it was not)."""
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
-        skipped.append(
-            SkippedSource(rel, f"unsupported extension {suffix}" if suffix else "no file extension")
-        )
-        return
-    if suffix == ".pdf":
-        text, reason = _read_pdf(path)
-    else:
-        text, reason = _read_text(path)
-    if reason is not None or text is None:
-        skipped.append(SkippedSource(rel, reason or "empty"))
-        return
-    if suffix == ".jsonl":
-        _load_jsonl(text, rel, text_field, out, skipped)
-    else:
-        out.append(Document(id=rel, text=text, source=rel))
-
-
-def _read_text(path: Path) -> tuple[str | None, str | None]:
+        return f"unsupported extension {suffix}" if suffix else "no file extension"
     try:
         data = path.read_bytes()
+    except FileNotFoundError:
+        return "not found"
     except OSError as exc:
-        return None, f"unreadable: {type(exc).__name__}"
+        return f"unreadable: {type(exc).__name__}"
+    ok, text = _read_pdf(data) if suffix == ".pdf" else _decode(data)
+    if not ok:
+        return text
+    if suffix == ".jsonl":
+        _load_jsonl(text, rel, field, out, skipped)
+    else:
+        out.append(Document(id=rel, text=text, source=rel))
+    return ""
+
+
+def _decode(data: bytes) -> tuple[bool, str]:
     if b"\x00" in data:
-        return None, "binary"
+        return False, "binary"
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return None, "not utf-8"
+        return False, "not utf-8"
     if not text.strip():
-        return None, "empty"
-    return text.replace("\r\n", "\n").replace("\r", "\n"), None
+        return False, "empty"
+    return True, text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _read_pdf(path: Path) -> tuple[str | None, str | None]:
+def _read_pdf(data: bytes) -> tuple[bool, str]:
     from pypdf import PdfReader
 
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return None, f"unreadable: {type(exc).__name__}"
     if not data.strip():
-        return None, "empty"
-
+        return False, "empty"
     pypdf_logger = logging.getLogger("pypdf")
     level = pypdf_logger.level
     pypdf_logger.setLevel(logging.ERROR)  # pypdf logs recoverable damage as warnings; keep the CLI quiet
@@ -183,45 +158,45 @@ def _read_pdf(path: Path) -> tuple[str | None, str | None]:
             warnings.simplefilter("ignore")
             reader = PdfReader(io.BytesIO(data))
             if reader.is_encrypted and not reader.decrypt(""):
-                return None, "pdf is encrypted"
+                return False, "pdf is encrypted"
             pages = [(page.extract_text() or "").strip() for page in reader.pages]
     except Exception as exc:  # noqa: BLE001 - any pypdf failure means "cannot read this pdf"
-        return None, f"pdf unreadable: {type(exc).__name__}"
+        return False, f"pdf unreadable: {type(exc).__name__}"
     finally:
         pypdf_logger.setLevel(level)
     text = "\n\n".join(page for page in pages if page)
-    return (text, None) if text.strip() else (None, "pdf has no text")
+    return (True, text) if text.strip() else (False, "pdf has no text")
 
 
 def _load_jsonl(text: str, rel: str, field: str, out: list[Document], skipped: list[SkippedSource]) -> None:
     for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            skipped.append(SkippedSource(rel, f"jsonl line {number}: not valid JSON"))
-            continue
-        if not isinstance(record, dict):
-            skipped.append(SkippedSource(rel, f"jsonl line {number}: not a JSON object"))
-        elif field not in record:
-            skipped.append(SkippedSource(rel, f"jsonl line {number}: no {field!r} field"))
-        elif not isinstance(record[field], str):
-            skipped.append(SkippedSource(rel, f"jsonl line {number}: {field!r} is not a string"))
-        elif not record[field].strip():
-            skipped.append(SkippedSource(rel, f"jsonl line {number}: empty"))
-        else:
-            out.append(Document(id=f"{rel}#L{number}", text=record[field], source=rel))
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record, problem = None, "not valid JSON"
+            else:
+                problem = _jsonl_problem(record, field)
+            if problem:
+                skipped.append(SkippedSource(rel, f"jsonl line {number}: {problem}"))
+            else:
+                out.append(Document(id=f"{rel}#L{number}", text=record[field], source=rel))
+
+
+def _jsonl_problem(record: object, field: str) -> str:
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if field not in record:
+        return f"no {field!r} field"
+    if not isinstance(record[field], str):
+        return f"{field!r} is not a string"
+    return "" if record[field].strip() else "empty"
 
 
 def _load_hf(source: SourceConfig, out: list[Document], skipped: list[SkippedSource]) -> None:
     name, split, field = source.hf_dataset or "", source.split, source.text_field
-    try:
-        from datasets import load_dataset
-    except ImportError:
-        raise SourceError(
-            f"hf_dataset {name!r}: the datasets library is not installed", hint="pip install datasets"
-        ) from None
+    from datasets import load_dataset  # a dependency, but slow to import: only when a config names a dataset
+
     try:
         dataset = load_dataset(name, split=split)
     except Exception as exc:  # noqa: BLE001 - network, auth, missing dataset or split: all the user's to fix
@@ -246,9 +221,6 @@ def _load_hf(source: SourceConfig, out: list[Document], skipped: list[SkippedSou
             skipped.append(SkippedSource(doc_id, "empty"))
         else:
             out.append(Document(id=doc_id, text=value, source=name))
-
-
-# --------------------------------------------------------------------------------------------------------- chunking
 
 
 def chunk_documents(documents: Sequence[Document], chunking: ChunkingConfig) -> list[Chunk]:
