@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from distill.config import Config
+    from distill.eval_report import EvalReport
     from distill.lint import LintReport
     from distill.pipeline import GenerateResult
 
-__all__ = ["load_config", "generate", "validate"]
+__all__ = ["load_config", "generate", "validate", "evaluate"]
 __version__ = "0.1.0"
 
 
@@ -39,3 +40,14 @@ def validate(path: Any, config: Config | str | None = None, *, model: str | None
     if config is not None and not hasattr(config, "tools"):
         config = load_config(config)
     return lint_file(path, config, model=model)
+
+
+def evaluate(config: Config | str, models: Any, **options: Any) -> EvalReport:
+    """Evaluate one or more models (an id or a list) as the agent on held-out questions; writes RUN/eval/ (or `out=`)
+    and returns the report (`report.models[m].to_dict()["format_adherence"]`, `report.table()`). Options: run,
+    questions, n, base_url, out, few_shot, temperature, max_tokens, concurrency, progress."""
+    from distill.evaluate import evaluate as _evaluate
+
+    if not hasattr(config, "tools"):
+        config = load_config(config)
+    return _evaluate(config, [models] if isinstance(models, str) else list(models), **options)

@@ -82,7 +82,65 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_export)
 
 
-_COMMANDS = [_add_generate, _add_validate, _add_export]
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from distill.config import load_config
+    from distill.evaluate import evaluate
+
+    config = load_config(args.config)
+    report = evaluate(
+        config, args.model, run=args.run, questions=args.questions, n=args.n, base_url=args.base_url, out=args.out,
+        few_shot=args.few_shot, temperature=args.temperature, max_tokens=args.max_tokens,
+        concurrency=args.concurrency, progress=not args.no_progress,
+    )
+    print(report.table())
+    for name, result in report.models.items():
+        errors = result.to_dict()["call_errors"]
+        if errors:
+            print(f"warning: {name}: {sum(errors.values())} question(s) got no answer from the endpoint "
+                  f"({', '.join(errors)}); check --base-url and the model id", file=sys.stderr)
+    print(f"report: {report.out_dir}/report.json, report.md, failures/")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate models as the agent on held-out questions, side by side")
+    p.add_argument("config", help="the YAML config (agent, tools)")
+    p.add_argument("--model", action="append", required=True, help="model id; repeat to compare models")
+    p.add_argument("--run", help="run folder: index, validation split (default: outputs/<name>/)")
+    p.add_argument("--questions", help="questions file (.jsonl with question/reference/used_tool, or one a line)")
+    p.add_argument("--n", type=int, default=100, help="questions to use, the first N (default 100)")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI)")
+    p.add_argument("--out", help="report folder (default: RUN/eval/)")
+    p.add_argument("--few-shot", type=int, default=0, metavar="K",
+                   help="insert K demonstrations from the run's train.jsonl after the system message (default 0)")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0)")
+    p.add_argument("--max-tokens", type=int, default=512, help="per answer; hitting it is `truncated` (default 512)")
+    p.add_argument("--concurrency", type=int, default=4, help="questions in flight per model (default 4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_eval)
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from distill.chat import chat
+    from distill.config import load_config
+
+    config = load_config(args.config)
+    return chat(config, args.model, question=args.question, run=args.run, base_url=args.base_url,
+                temperature=args.temperature)
+
+
+def _add_chat(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="talk to a model running as the LangChain agent over the run's documents")
+    p.add_argument("config", help="the YAML config (agent, tools)")
+    p.add_argument("--model", required=True, help="model id (e.g. a fine-tuned ft:... id)")
+    p.add_argument("--question", help="ask one question and exit (default: interactive)")
+    p.add_argument("--run", help="run folder whose index the retriever searches (default: outputs/<name>/)")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI)")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0)")
+    p.set_defaults(handler=_cmd_chat)
+
+
+_COMMANDS = [_add_generate, _add_validate, _add_export, _add_eval, _add_chat]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ __all__ = [
     "ExportConfig",
     "GenerationConfig",
     "MixConfig",
+    "PublishConfig",
     "PythonTool",
     "RetrieverTool",
     "SourceConfig",
@@ -217,6 +218,20 @@ class ExportConfig(_Model):
     max_example_tokens: int | None = Field(default=None, ge=1, description="default: the model's limit")
 
 
+class PublishConfig(_Model):
+    """The dataset card of `distill publish`: license and extra tags (not part of the run's config hash)."""
+
+    license: str = Field(
+        default="unknown",
+        pattern=r"^[a-z0-9][a-z0-9.+-]*$",
+        description="a Hugging Face Hub license id, e.g. apache-2.0, cc-by-4.0, mit, other",
+    )
+    tags: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]] = Field(
+        default_factory=list, description="added to synthetic, distillation, tool-use"
+    )
+    pretty_name: str | None = Field(default=None, description="the card's title (default: the config's name)")
+
+
 class Config(_Model):
     """A whole distill config, as loaded from YAML."""
 
@@ -228,6 +243,7 @@ class Config(_Model):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 
@@ -253,7 +269,8 @@ class Config(_Model):
 
     def config_hash(self) -> str:
         """A stable hash of the validated config (what determines the run)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        dumped = self.model_dump(mode="json", exclude={"publish"})  # card settings do not change the data
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def tool(self, name: str) -> RetrieverTool | PythonTool | None:

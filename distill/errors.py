@@ -6,7 +6,15 @@ traceback.
 
 from __future__ import annotations
 
-__all__ = ["DistillError", "ConfigError", "SourceError", "TeacherError", "RunFolderError"]
+__all__ = [
+    "DistillError",
+    "ConfigError",
+    "SourceError",
+    "TeacherError",
+    "RunFolderError",
+    "PublishError",
+    "FinetuneError",
+]
 
 
 class DistillError(Exception):
@@ -41,3 +49,15 @@ class TeacherError(DistillError):
 
 class RunFolderError(DistillError):
     """A run folder that is missing the artifact a command needs."""
+
+
+class PublishError(DistillError):
+    """A dataset that cannot be published (no Hugging Face token, a bad repo id, the Hub refusing the upload)."""
+
+
+class FinetuneError(DistillError):
+    """A fine-tuning job that cannot be started or watched, or that failed; `job_id` names it when there is one."""
+
+    def __init__(self, message: str, *, hint: str | None = None, job_id: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.job_id = job_id

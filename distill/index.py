@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import numpy as np
 from distill.errors import RunFolderError
 from distill.sources import Chunk
 
-__all__ = ["CHUNKS_FILE", "ChunkIndex"]
+__all__ = ["CHUNKS_FILE", "ChunkIndex", "query_tokens"]
 
 CHUNKS_FILE = "chunks.jsonl"
 _PARAMS_FILE = "params.index.json"  # written by bm25s.BM25.save
@@ -40,6 +42,25 @@ def _quiet_bm25s() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s.tokenize's default token_pattern
+
+
+@lru_cache(maxsize=1)
+def _stopword_set() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+def query_tokens(text: str) -> list[str]:
+    """bm25s.tokenize(text, stopwords="en") for one string, without its per-call progress-bar set-up.
+
+    `tests/test_index.py` checks it against bm25s.tokenize on the corpus.
+    """
+    stop = _stopword_set()
+    return [t for t in _TOKEN.findall(text.lower()) if t not in stop]
 
 
 class ChunkIndex:
@@ -121,8 +142,20 @@ class ChunkIndex:
     # ----------------------------------------------------------------------------------------------------- search
 
     def search(self, query: str, k: int) -> list[Chunk]:
-        """The `k` best chunks for `query`, best first; fewer when fewer chunks share a token with it."""
-        return self.search_many([query], k)[0]
+        """The `k` best chunks for `query`, best first; fewer when fewer chunks share a token with it.
+
+        One query is scored with `get_scores` and a partial sort: about ten times faster than bm25s' batched
+        `retrieve` for a batch of one, with the same ranking (`search_many` is the batched path).
+        """
+        if self._bm25 is None or k < 1:
+            return []
+        k = min(k, len(self._chunks))
+        known = [t for t in query_tokens(query) if t in self._vocab]
+        if not known:
+            return []
+        scores = self._bm25.get_scores(known)
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        return self._ranked(top, scores[top])
 
     def search_many(self, queries: Sequence[str], k: int) -> list[list[Chunk]]:
         """`search` for each query, batched into one bm25s call; the same results as searching one by one."""

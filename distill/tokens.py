@@ -54,8 +54,9 @@ def example_limit(model: str) -> int:
     return _LIMITS[best] if best else 16_385
 
 
+@lru_cache(maxsize=8192)
 def count_text(text: str, model: str) -> int:
-    """Tokens of one string."""
+    """Tokens of one string (cached: system prompts and tool lists repeat in every example)."""
     return len(encoding_for(model).encode(text))
 
 
@@ -72,7 +73,6 @@ def _strings(value: Any) -> Iterable[str]:
 
 def count_example(example: Mapping[str, Any], model: str) -> int:
     """Tokens of one fine-tuning line, by the cookbook's rule (numbers such as `weight` are not text)."""
-    enc = encoding_for(model)
     total = 3
     for message in example.get("messages", []):
         total += 3
@@ -80,14 +80,16 @@ def count_example(example: Mapping[str, Any], model: str) -> int:
             if key == "weight":
                 continue
             if key == "tool_calls":
-                total += len(enc.encode(json.dumps(value, ensure_ascii=False)))
+                total += count_text(json.dumps(value, ensure_ascii=False), model)
                 continue
-            for text in _strings(value):
-                total += len(enc.encode(text))
+            if isinstance(value, str):
+                total += count_text(value, model)
+            else:
+                total += sum(count_text(text, model) for text in _strings(value))
             if key == "name":
                 total += 1
     if example.get("tools"):
-        total += len(enc.encode(json.dumps(example["tools"], ensure_ascii=False)))
+        total += count_text(json.dumps(example["tools"], ensure_ascii=False), model)
     return total
 
 

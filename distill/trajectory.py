@@ -35,13 +35,21 @@ class Plan(_Record):
 
 
 class Step(_Record):
-    """One assistant message of a turn: the parsed action, the raw teacher text and what the tool answered."""
+    """One action of a turn (a tool call or the final answer): the action, the raw teacher text, the observation.
+
+    `action_input` is the tool's string input or, for a tool whose `input_schema` is an object, the JSON text of its
+    arguments (stored as text: Arrow-based tools mangle free-form dicts). Native tool-calling formats may make several
+    calls in one assistant message: each is its own step, and `parallel` marks those made with the previous one.
+    """
 
     action: str
     action_input: str
     raw: str
     observation: str | None = None
     tool_error: bool = False
+    call_id: str | None = Field(default=None, description="the teacher's tool_call id (exports use canonical ids)")
+    parallel: bool = Field(default=False, description="made in the same assistant message as the previous step")
+    simulated: bool = Field(default=False, description="the observation was written by the teacher (kind: simulated)")
 
     @property
     def is_final(self) -> bool:

@@ -91,9 +91,14 @@ class ToolSpec:
 
 
 def render_action(action: str, action_input: str) -> str:
-    """The canonical blob: the layout LangChain's format instructions show and GPT-4 writes."""
-    body = json.dumps({"action": action, "action_input": action_input}, indent=4, ensure_ascii=False)
-    return f"{_FENCE}json\n{body}\n{_FENCE}"
+    """The canonical blob: the layout LangChain's format instructions show and GPT-4 writes.
+
+    Byte-identical to `json.dumps({"action": ..., "action_input": ...}, indent=4, ensure_ascii=False)` in a fence,
+    written out because `indent` forces json's pure-Python encoder (tests check the equality).
+    """
+    a = json.dumps(action, ensure_ascii=False)
+    i = json.dumps(action_input, ensure_ascii=False)
+    return f'{_FENCE}json\n{{\n    "action": {a},\n    "action_input": {i}\n}}\n{_FENCE}'
 
 
 class _DuplicateKeys(Exception):

@@ -178,3 +178,16 @@ def test_search_speed() -> None:
     index.search_many(queries, 3)
     batched = len(queries) / (time.perf_counter() - start)
     assert single > 500 and batched > 500  # the benchmark targets >= 1,000/s; leave room for slow CI machines
+
+
+def test_query_tokens_match_bm25s_tokenize_on_the_corpus() -> None:
+    import bm25s
+
+    from distill.index import query_tokens
+
+    corpus = Path(__file__).resolve().parent.parent / "corpus"
+    texts = [line for p in sorted(corpus.glob("*.md")) for line in p.read_text().splitlines() if line.strip()]
+    texts += ["It's the API's 2nd-best BM25 ranking, n'est-ce pas? ÜBER café ß", "a an the", "x"]
+    expected = bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+    # bm25s puts "" for a text with no token at all; query_tokens returns no token.
+    assert [query_tokens(t) for t in texts] == [[t for t in row if t] for row in expected]

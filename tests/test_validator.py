@@ -216,3 +216,16 @@ def test_render_action_passes_and_parses_identically(action, action_input):
         assert isinstance(parsed, AgentAction)
         assert (parsed.tool, parsed.tool_input) == (action, action_input)
         assert parsed.log == text
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [("Final Answer", "plain"), ("Vector Search Tool", 'quotes " and \\ backslash'), ("Final Answer", "ünï\ncodé\t✓"),
+     ("X", ""), ("Final Answer", "</script> \u2028 \x00")],
+)
+def test_render_action_is_json_dumps_indent_4(pair: tuple[str, str]) -> None:
+    import json
+
+    action, action_input = pair
+    expected = json.dumps({"action": action, "action_input": action_input}, indent=4, ensure_ascii=False)
+    assert render_action(action, action_input) == f"```json\n{expected}\n```"

@@ -51,6 +51,10 @@ class LangChainChatFormat:
         self.memory_window = config.agent.memory_window
         self.tool_specs = {t.name: ToolSpec(t.name, t.input_schema) for t in config.tools}
         self.stop = list(STOP_SEQUENCES)
+        self._cache: dict[tuple[Any, str], tuple[tuple[str, str], ...]] = {}
+        last = self.prompt.messages[-1]
+        if getattr(last, "variable_name", None) != "agent_scratchpad":  # the assembly messages_for_step relies on
+            raise RuntimeError("LangChain's ConversationalChatAgent prompt no longer ends with agent_scratchpad")
 
     # -- what the runtime sends ------------------------------------------------------------------------------
     def _history(self, earlier: Sequence[Turn]) -> list[Any]:
@@ -63,23 +67,35 @@ class LangChainChatFormat:
             messages.append(AIMessage(content=turn.answer or ""))
         return messages
 
-    def _scratchpad(self, steps: Sequence[Step]) -> list[Any]:
-        from langchain_core.messages import AIMessage, HumanMessage
+    def _base(self, earlier: Sequence[Turn], question: str) -> list[dict[str, Any]]:
+        """System, history and the SUFFIX human message, rendered by LangChain's prompt (cached per turn)."""
+        kept = list(earlier)[-self.memory_window :]
+        key = (tuple((t.question, t.answer) for t in kept), question)
+        cached = self._cache.get(key)
+        if cached is None:
+            lc_messages = self.prompt.format_messages(
+                input=question, chat_history=self._history(earlier), agent_scratchpad=[]
+            )
+            cached = tuple((_ROLES[m.type], m.content) for m in lc_messages)
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[key] = cached
+        return [{"role": role, "content": content} for role, content in cached]
 
-        out: list[Any] = []
+    def messages_for_step(self, earlier: Sequence[Turn], question: str, steps: Sequence[Step]) -> list[dict[str, Any]]:
+        """The chat messages the runtime sends the model for the next step of a turn (OpenAI dicts).
+
+        The prompt's last part is the `agent_scratchpad` placeholder, so the scratchpad messages (built as
+        `ConversationalChatAgent._construct_scratchpad` builds them) follow the rendered prompt.
+        """
+        messages = self._base(earlier, question)
         for step in steps:
             # The canonical blob, not the teacher's raw text: the student is trained to write exactly this, so at
             # run time its own output (action.log) in the scratchpad is this text too.
-            out.append(AIMessage(content=render_action(step.action, step.action_input)))
-            out.append(HumanMessage(content=self.template_tool_response.format(observation=step.observation)))
-        return out
-
-    def messages_for_step(self, earlier: Sequence[Turn], question: str, steps: Sequence[Step]) -> list[dict[str, Any]]:
-        """The chat messages the runtime sends the model for the next step of a turn (OpenAI dicts)."""
-        lc_messages = self.prompt.format_messages(
-            input=question, chat_history=self._history(earlier), agent_scratchpad=self._scratchpad(steps)
-        )
-        return [{"role": _ROLES[m.type], "content": m.content} for m in lc_messages]
+            messages.append({"role": "assistant", "content": render_action(step.action, step.action_input)})
+            observation = self.template_tool_response.format(observation=step.observation)
+            messages.append({"role": "user", "content": observation})
+        return messages
 
     # -- parsing the model's answer ----------------------------------------------------------------------------
     def check(self, text: str | None, finish_reason: str | None = None):  # noqa: ANN201 - Verdict

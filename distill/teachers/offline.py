@@ -12,6 +12,7 @@ import ast
 import json
 import random
 import re
+from functools import lru_cache
 from typing import Any
 
 from distill.config import Config, PythonTool
@@ -75,9 +76,15 @@ _DIRECT_ANSWERS = dict(_DIRECT)
 _HEADING = re.compile(r"(^|\n)#+ [^\n]*")
 
 
+@lru_cache(maxsize=65536)
 def _sentences(text: str) -> list[str]:
     text = _HEADING.sub(" ", text)
     return [s.strip() for s in _SENTENCE.split(" ".join(text.split())) if len(s.split()) >= 6]
+
+
+@lru_cache(maxsize=65536)
+def _sentence_words(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    return tuple((s, frozenset(w.lower() for w in _WORD.findall(s))) for s in (_sentences(text) or [text]))
 
 
 def _terms(text: str, limit: int = 4) -> list[str]:
@@ -180,8 +187,8 @@ class OfflineTeacher:
         wanted = {t.lower() for t in _terms(question, limit=8)}
         best, best_score = "", -1
         for doc in docs:
-            for sentence in _sentences(str(doc)) or [str(doc)]:
-                score = len(wanted & {w.lower() for w in _WORD.findall(sentence)})
+            for sentence, words in _sentence_words(str(doc)):
+                score = len(wanted & words)
                 if score > best_score:
                     best, best_score = sentence, score
         if best_score <= 0:

@@ -1,0 +1,156 @@
+"""The agent runtime: a model behind any OpenAI-compatible endpoint running inside LangChain's own agent.
+
+Owns `build_agent` and `chat`. The agent is langchain-classic's `initialize_agent(CHAT_CONVERSATIONAL_REACT_DESCRIPTION)`
+(ConversationalChatAgent) with `ConversationBufferWindowMemory(k=agent.memory_window)`, `max_iterations=agent.max_steps`,
+`early_stopping_method="force"` ("generate" raises for this agent), `ChatOpenAI` from langchain-openai pointed at the
+endpoint, and the configured tools (the retriever searches the run's index). A callback handler prints each action
+and observation as they happen, and notes any step the strict validator would reject (LangChain's parser is lenient).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from distill.config import Config
+from distill.errors import DistillError
+
+__all__ = ["build_agent", "chat", "make_chat_model"]
+
+_OBSERVATION_CHARS = 400
+
+
+def make_chat_model(config: Config, model: str, base_url: str | None = None, *, temperature: float = 0.0) -> Any:
+    """ChatOpenAI for `model` at `base_url` (else OPENAI_BASE_URL, else OpenAI); the key only from OPENAI_API_KEY."""
+    from langchain_openai import ChatOpenAI
+
+    url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+    key = os.environ.get("OPENAI_API_KEY")
+    if not key:
+        if not url:
+            raise DistillError(
+                "no endpoint: OPENAI_API_KEY is not set and no --base-url was given",
+                hint="export OPENAI_API_KEY=... for OpenAI, or pass --base-url http://127.0.0.1:8080/v1 "
+                "for a local OpenAI-compatible server",
+            )
+        key = "unused"  # local OpenAI-compatible servers ignore the key
+    return ChatOpenAI(
+        model=model,
+        base_url=url,
+        api_key=key,
+        temperature=temperature,
+        max_retries=config.teacher.max_retries,
+        timeout=config.teacher.timeout_s,
+    )
+
+
+def _printer(config: Config, out: TextIO) -> Any:
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    from distill.formats import get_format
+
+    fmt = get_format(config)
+
+    class ActionPrinter(BaseCallbackHandler):
+        """Prints the agent's actions and the tools' observations like the walkthrough's notebook."""
+
+        def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+            generation = response.generations[0][0]
+            info = getattr(generation, "generation_info", None) or {}
+            verdict = fmt.check(generation.text, info.get("finish_reason"))
+            if not verdict.ok:
+                print(f"  (strict validator: {verdict.reason}: {verdict.detail})", file=out)
+
+        def on_agent_action(self, action: Any, **kwargs: Any) -> None:
+            print(f"> Action: {action.tool}\n  Action Input: {action.tool_input}", file=out)
+
+        def on_tool_end(self, output: Any, **kwargs: Any) -> None:
+            text = str(getattr(output, "content", output))
+            shown = text if len(text) <= _OBSERVATION_CHARS else text[:_OBSERVATION_CHARS] + f"... ({len(text)} chars)"
+            print(f"  Observation: {shown}", file=out)
+
+        def on_agent_finish(self, finish: Any, **kwargs: Any) -> None:
+            print(f"> Final Answer: {finish.return_values.get('output')}", file=out)
+
+    return ActionPrinter()
+
+
+def _tool_fn(toolbox: Any, name: str) -> Callable[[str], Any]:
+    def run(query: str) -> Any:
+        observation = toolbox.run(name, query)
+        return observation.text if observation.error else observation.value  # LangChain prints str(value)
+
+    return run
+
+
+def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> Any:
+    """LangChain's conversational-chat agent over the config's tools (the retriever over the run's index)."""
+    from langchain_classic.agents import AgentType, initialize_agent
+    from langchain_classic.memory import ConversationBufferWindowMemory
+    from langchain_core.tools import Tool
+
+    from distill.index import ChunkIndex
+    from distill.pipeline import default_run_dir
+    from distill.tools import ToolBox
+
+    run_dir = Path(run) if run is not None else default_run_dir(config)
+    needs_index = any(t.kind == "retriever" for t in config.tools)
+    toolbox = ToolBox(config, ChunkIndex.load(run_dir / "index") if needs_index else None)
+    tools = [Tool(name=t.name, description=t.description, func=_tool_fn(toolbox, t.name)) for t in config.tools]
+    memory = ConversationBufferWindowMemory(
+        memory_key="chat_history", k=config.agent.memory_window, return_messages=True
+    )
+    return initialize_agent(
+        tools,
+        llm,
+        agent=AgentType.CHAT_CONVERSATIONAL_REACT_DESCRIPTION,
+        memory=memory,
+        max_iterations=config.agent.max_steps,
+        early_stopping_method="force",
+        agent_kwargs={"system_message": config.agent.system_prompt} if config.agent.system_prompt else None,
+    )
+
+
+def _ask(agent: Any, question: str, printer: Any, out: TextIO) -> bool:
+    from langchain_core.exceptions import OutputParserException
+
+    try:
+        agent.invoke({"input": question}, config={"callbacks": [printer]})
+    except (OutputParserException, ValueError) as exc:  # LangChain raises when even its lenient parser gives up
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"! the model's answer is not an agent action: {first[:300]}", file=out)
+        return False
+    return True
+
+
+def chat(
+    config: Config,
+    model: str,
+    *,
+    question: str | None = None,
+    run: str | Path | None = None,
+    base_url: str | None = None,
+    temperature: float = 0.0,
+    out: TextIO | None = None,
+    inp: TextIO | None = None,
+) -> int:
+    """One question (`question`) or an interactive loop (until EOF, `exit` or `quit`); returns an exit code."""
+    out = out or sys.stdout
+    agent = build_agent(config, make_chat_model(config, model, base_url, temperature=temperature), run=run)
+    printer = _printer(config, out)
+    if question is not None:
+        return 0 if _ask(agent, question, printer, out) else 1
+    inp = inp or sys.stdin
+    interactive = inp.isatty()
+    print(f"distill chat: {model} as the {config.name} agent (exit, quit or Ctrl-D to leave)", file=out)
+    while True:
+        if interactive:
+            print("you> ", end="", file=out, flush=True)
+        line = inp.readline()
+        if not line or line.strip() in ("exit", "quit"):
+            return 0
+        if line.strip():
+            _ask(agent, line.strip(), printer, out)

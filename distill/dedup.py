@@ -1,0 +1,171 @@
+"""Deduplication before export: repeated user questions, near-repeats and identical tool trajectories.
+
+Three checks run over the conversations export would accept, in conversation order (so the earliest copy is kept
+and a later run that adds conversations never changes an earlier verdict):
+
+1. `duplicate_question`: the conversation's user messages, normalized (Unicode NFKC, case-folded, punctuation
+   dropped, whitespace collapsed), equal those of a kept conversation.
+2. `duplicate_near_question`: the character-shingle Jaccard similarity of the normalized questions reaches
+   `export.dedup.near_threshold`. Candidates come from MinHash LSH (`datasketch`); each candidate is then verified
+   by the exact Jaccard similarity of the two shingle sets, so no pair below the threshold is ever dropped.
+3. `duplicate_trajectory`: the same tool calls with the same inputs (case and whitespace ignored), turn by turn, as a
+   kept conversation. Conversations that call no tool are left to the question checks.
+
+A dropped conversation becomes a *rejected* conversation (stage `export`, its reason above, `detail` naming the
+conversation it duplicated), so the manifest's accounting still closes: requested = accepted + rejected + failed.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from distill.trajectory import Trajectory
+
+__all__ = [
+    "REASONS",
+    "Duplicate",
+    "drop_duplicates",
+    "find_duplicates",
+    "normalize",
+    "question_key",
+    "shingles",
+    "summarize_duplicates",
+    "trajectory_key",
+]
+
+REASONS = ("duplicate_question", "duplicate_near_question", "duplicate_trajectory")
+_PUNCT = re.compile(r"[^\w\s]+")
+_MINHASH_SEED = 1  # fixed: the same questions always hash the same
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A conversation dropped as a copy of an earlier one."""
+
+    id: str
+    reason: str
+    duplicate_of: str
+    similarity: float
+
+    def detail(self) -> str:
+        """The human-readable detail written to rejected.jsonl."""
+        if self.reason == "duplicate_near_question":
+            return f"near-duplicate of {self.duplicate_of} (Jaccard similarity {self.similarity:.2f})"
+        what = "question" if self.reason == "duplicate_question" else "tool calls and inputs"
+        return f"same {what} as {self.duplicate_of}"
+
+
+def normalize(text: str) -> str:
+    """Text for comparison: NFKC, case-folded, punctuation dropped, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(_PUNCT.sub(" ", text).split())
+
+
+def question_key(trajectory: Trajectory) -> str:
+    """A conversation's user messages, normalized and joined (one line per turn)."""
+    return "\n".join(normalize(turn.question) for turn in trajectory.turns)
+
+
+def trajectory_key(trajectory: Trajectory) -> tuple[tuple[tuple[str, str], ...], ...] | None:
+    """The tool calls of each turn as (tool, input); None when the conversation calls no tool."""
+    key = tuple(
+        tuple((s.action, " ".join(s.action_input.casefold().split())) for s in turn.steps if not s.is_final)
+        for turn in trajectory.turns
+    )
+    return key if any(key) else None
+
+
+def shingles(text: str, size: int) -> set[str]:
+    """Character n-grams of `text` (the whole text when it is shorter than `size`)."""
+    if len(text) <= size:
+        return {text}
+    return {text[i : i + size] for i in range(len(text) - size + 1)}
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def find_duplicates(trajectories: Sequence[Trajectory], settings: Any) -> list[Duplicate]:
+    """The duplicates among `trajectories` (in the given order; the first copy is kept). Nothing is modified.
+
+    `settings` is the config's `export.dedup` section (enabled, near_threshold, shingle_chars, num_perm,
+    trajectories).
+    """
+    if not settings.enabled:
+        return []
+    near = settings.near_threshold
+    lsh = None
+    if near is not None:
+        from datasketch import MinHashLSH
+
+        lsh = MinHashLSH(threshold=near, num_perm=settings.num_perm)
+    by_question: dict[str, str] = {}
+    by_calls: dict[tuple[Any, ...], str] = {}
+    kept_shingles: dict[str, set[str]] = {}
+    kept_order: dict[str, int] = {}
+    found: list[Duplicate] = []
+    for t in trajectories:
+        key = question_key(t)
+        if key in by_question:
+            found.append(Duplicate(t.id, "duplicate_question", by_question[key], 1.0))
+            continue
+        if lsh is not None:
+            grams = shingles(key, settings.shingle_chars)
+            signature = _minhash(grams, settings.num_perm)
+            best_id, best = None, 0.0
+            for other in sorted(lsh.query(signature), key=kept_order.__getitem__):  # ties: the earliest wins
+                similarity = _jaccard(grams, kept_shingles[other])
+                if similarity >= near and similarity > best:
+                    best_id, best = other, similarity
+            if best_id is not None:
+                found.append(Duplicate(t.id, "duplicate_near_question", best_id, round(best, 4)))
+                continue
+        calls = trajectory_key(t) if settings.trajectories else None
+        if calls is not None and calls in by_calls:
+            found.append(Duplicate(t.id, "duplicate_trajectory", by_calls[calls], 1.0))
+            continue
+        by_question[key] = t.id
+        if calls is not None:
+            by_calls[calls] = t.id
+        if lsh is not None:
+            kept_shingles[t.id] = grams
+            kept_order[t.id] = len(kept_order)
+            lsh.insert(t.id, signature)
+    return found
+
+
+def _minhash(grams: set[str], num_perm: int) -> Any:
+    from datasketch import MinHash
+
+    signature = MinHash(num_perm=num_perm, seed=_MINHASH_SEED)
+    signature.update_batch([g.encode("utf-8") for g in sorted(grams)])
+    return signature
+
+
+def drop_duplicates(trajectories: Sequence[Trajectory], settings: Any) -> list[Duplicate]:
+    """Find the duplicates among the accepted conversations and mark each rejected (stage `export`)."""
+    accepted = [t for t in trajectories if t.outcome == "accepted"]
+    found = find_duplicates(accepted, settings)
+    by_id = {t.id: t for t in accepted}
+    for dup in found:
+        by_id[dup.id].reject("export", dup.reason, dup.detail(), None)
+    return found
+
+
+def summarize_duplicates(found: Sequence[Duplicate], settings: Any) -> dict[str, Any]:
+    """The manifest's `duplicates` section: settings, counts by reason, and every dropped conversation."""
+    return {
+        "enabled": settings.enabled,
+        "near_threshold": settings.near_threshold,
+        "shingle_chars": settings.shingle_chars,
+        "trajectories": settings.trajectories,
+        "dropped": len(found),
+        "by_reason": {r: n for r, n in Counter(d.reason for d in found).most_common()},
+        "items": [asdict(d) for d in found],
+    }

@@ -1,0 +1,321 @@
+"""Student evaluation: held-out questions, each model playing the agent through the runtime prompt, strict verdicts.
+
+Owns `evaluate`. The questions are the first turns of the run's validation-split conversations (their source
+documents never fed the training split), with the reference answer and whether the reference used a tool; or a
+questions file. Each model answers through exactly the messages LangChain's agent sends at each step (the format
+renders them; the scratchpad carries the model's own raw output, as the runtime's `action.log` does), the tools really
+run, up to `agent.max_steps` model calls. Every answer is judged by the strict validator on the raw text and the
+finish reason; the first invalid answer ends the question. Figures and files: `distill.eval_report`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.config import Config
+from distill.errors import DistillError, RunFolderError
+from distill.eval_report import EvalReport, ModelResult, Transcript, TranscriptStep
+from distill.trajectory import Step
+from distill.validator import FINAL_ANSWER
+
+__all__ = ["EvalError", "EvalQuestion", "ModelClient", "evaluate", "few_shot_demos", "load_questions"]
+
+
+class EvalError(DistillError):
+    """An evaluation that cannot run (no questions, no endpoint, duplicate model names)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EvalQuestion:
+    """One held-out question, with the reference answer and whether the reference used a tool (when known)."""
+
+    id: str
+    question: str
+    reference: str | None = None
+    reference_used_tool: bool | None = None
+    doc_id: str | None = None
+    kind: str | None = None
+
+
+# -- questions -------------------------------------------------------------------------------------------------------
+def _validation_questions(run_dir: Path) -> list[EvalQuestion]:
+    from distill.pipeline import load_trajectories
+
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise RunFolderError(f"{run_dir} has no manifest.json", hint="run `distill generate CONFIG` first")
+    held_out = set(json.loads(manifest_path.read_text(encoding="utf-8")).get("split", {}).get("validation_documents", []))
+    if not held_out:
+        raise EvalError(
+            f"{run_dir}/manifest.json: split.validation_documents is empty: no held-out questions",
+            hint="set export.validation_fraction above 0 and re-export, or pass --questions FILE",
+        )
+    questions = []
+    for t in load_trajectories(run_dir):
+        if t.outcome != "accepted" or t.doc_id not in held_out or not t.turns or t.turns[0].answer is None:
+            continue
+        first = t.turns[0]
+        used_tool = any(not s.is_final for s in first.steps)
+        questions.append(EvalQuestion(t.id, first.question, first.answer, used_tool, t.doc_id, t.kind))
+    return questions
+
+
+def _file_questions(path: Path) -> list[EvalQuestion]:
+    if not path.is_file():
+        raise EvalError(f"{path}: no such questions file", hint="give a .jsonl file or a text file, one question a line")
+    questions = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        if path.suffix != ".jsonl":
+            questions.append(EvalQuestion(f"q{number:04d}", line.strip()))
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise EvalError(f"{path}:{number}: not JSON: {exc}") from None
+        question = row.get("question") if isinstance(row, dict) else None
+        if not isinstance(question, str) or not question.strip():
+            raise EvalError(
+                f"{path}:{number}: needs a non-empty \"question\" string",
+                hint='lines look like {"question": "...", "reference": "...", "used_tool": true}',
+            )
+        used = row.get("used_tool")
+        questions.append(
+            EvalQuestion(str(row.get("id") or f"q{number:04d}"), question.strip(), row.get("reference") or None,
+                         used if isinstance(used, bool) else None)
+        )
+    return questions
+
+
+def load_questions(run_dir: Path, questions_file: str | Path | None = None, n: int | None = 100) -> list[EvalQuestion]:
+    """The held-out questions: the run's validation split (first turns), or a questions file; the first `n`."""
+    found = _file_questions(Path(questions_file)) if questions_file else _validation_questions(run_dir)
+    if not found:
+        where = questions_file or f"{run_dir} (validation split)"
+        raise EvalError(f"no questions in {where}", hint="pass --questions FILE or generate a larger run")
+    return found[:n] if n else found
+
+
+def few_shot_demos(run_dir: Path, k: int) -> list[dict[str, Any]]:
+    """k demonstrations from the run's train.jsonl (shortest tool-using and direct examples, alternating),
+    as the messages after each example's system message; inserted after the system message when `few_shot` > 0."""
+    path = run_dir / "train.jsonl"
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir} has no train.jsonl for --few-shot", hint="run `distill generate CONFIG` first")
+    pools: dict[bool, list[list[dict[str, Any]]]] = {True: [], False: []}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        messages = json.loads(line)["messages"]
+        if any(m.get("weight") == 0 for m in messages):
+            continue  # examples with chat history would show a conversation that is not this one
+        body = [{key: value for key, value in m.items() if key != "weight"} for m in messages[1:]]
+        pools[len(body) > 2].append(body)
+    for pool in pools.values():
+        pool.sort(key=lambda ms: sum(len(m["content"]) for m in ms))
+    interleaved = [ex for pair in zip(pools[True], pools[False], strict=False) for ex in pair]
+    shortest = min(len(pools[True]), len(pools[False]))
+    interleaved += pools[True][shortest:] + pools[False][shortest:]
+    if len(interleaved) < k:
+        raise EvalError(f"{path} has fewer than {k} single-turn examples for --few-shot {k}")
+    demos = [m for example in interleaved[:k] for m in example]
+    return demos
+
+
+# -- the model endpoint ----------------------------------------------------------------------------------------------
+class ModelCallError(Exception):
+    """A model call that got no answer after the SDK's retries; `reason` is machine-readable."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+class ModelClient:
+    """A thin AsyncOpenAI chat-completions caller that keeps the raw text and finish reason of every answer."""
+
+    def __init__(self, model: str, base_url: str | None, *, max_retries: int, timeout_s: float) -> None:
+        from openai import AsyncOpenAI
+
+        self.model = model
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        key = os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if not self.base_url:
+                raise EvalError(
+                    "no endpoint: OPENAI_API_KEY is not set and no --base-url was given",
+                    hint="export OPENAI_API_KEY=... for OpenAI, or pass --base-url http://127.0.0.1:8080/v1 "
+                    "for a local OpenAI-compatible server",
+                )
+            key = "unused"  # local OpenAI-compatible servers (llama.cpp, vLLM, Ollama) ignore the key
+        self._client = AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=max_retries, timeout=timeout_s)
+
+    async def complete(self, messages: list[dict[str, Any]], **params: Any) -> tuple[str | None, str | None, int]:
+        """One chat completion: (content, finish_reason, completion tokens)."""
+        import openai
+
+        try:
+            response = await self._client.chat.completions.create(model=self.model, messages=messages, **params)
+        except openai.APIStatusError as exc:
+            raise ModelCallError(f"http_{exc.status_code}", str(exc)[:300]) from None
+        except openai.APITimeoutError as exc:
+            raise ModelCallError("timeout", str(exc)[:300]) from None
+        except openai.APIConnectionError as exc:
+            raise ModelCallError("connection_error", f"{exc} ({self.base_url or 'api.openai.com'})"[:300]) from None
+        if not response.choices:
+            raise ModelCallError("no_choices", "the endpoint returned no choices")
+        choice = response.choices[0]
+        tokens = (getattr(response.usage, "completion_tokens", 0) or 0) if response.usage else 0
+        return choice.message.content, choice.finish_reason, tokens
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.close()
+
+
+# -- one model playing the agent ---------------------------------------------------------------------------------------
+@dataclass
+class _Player:
+    config: Config
+    fmt: Any
+    toolbox: Any
+    client: ModelClient
+    params: dict[str, Any]
+    demos: list[dict[str, Any]] = field(default_factory=list)
+    tokens: int = 0
+
+    def messages(self, question: str, steps: Sequence[Step]) -> list[dict[str, Any]]:
+        """The runtime's messages for the next step; the scratchpad holds the model's raw outputs (action.log)."""
+        messages = self.fmt.messages_for_step([], question, steps)
+        if getattr(self.fmt, "name", None) == "langchain-chat":
+            start = len(messages) - 2 * len(steps)
+            for i, step in enumerate(steps):
+                messages[start + 2 * i]["content"] = step.raw
+        return messages[:1] + self.demos + messages[1:] if self.demos else messages
+
+    async def play(self, q: EvalQuestion) -> Transcript:
+        transcript = Transcript(question=q.question, id=q.id, reference=q.reference,
+                                reference_used_tool=q.reference_used_tool)
+        taken: list[Step] = []
+        for _ in range(self.config.agent.max_steps):
+            try:
+                text, finish, tokens = await self.client.complete(
+                    self.messages(q.question, taken), stop=self.fmt.stop, **self.params
+                )
+            except ModelCallError as exc:
+                transcript.error, transcript.error_detail = exc.reason, exc.detail
+                return transcript
+            self.tokens += tokens
+            verdict = self.fmt.check(text, finish)
+            step = TranscriptStep(raw=text, finish_reason=finish, ok=verdict.ok,
+                                  reason=None if verdict.ok else str(verdict.reason), detail=verdict.detail)
+            step.action = verdict.action.action if verdict.ok else _action_name(text, str(verdict.reason))
+            step.known_action = step.action == FINAL_ANSWER or step.action in self.toolbox
+            transcript.steps.append(step)
+            if not verdict.ok:
+                return transcript
+            step.action_input = verdict.action.action_input
+            if verdict.action.is_final:
+                transcript.answer = verdict.action.action_input
+                return transcript
+            observation = self.toolbox.run(verdict.action.action, verdict.action.action_input)
+            step.observation = observation.text
+            taken.append(Step(action=step.action, action_input=step.action_input, raw=text or "",
+                              observation=observation.text, tool_error=observation.error))
+        return transcript
+
+
+_PARSED = {"unknown_action", "action_input_not_string", "action_input_schema", "empty_answer"}
+
+
+def _action_name(text: str | None, reason: str) -> str | None:
+    """The action named by an answer that passed the structure checks but failed on its content (else None)."""
+    if reason not in _PARSED or not text:
+        return None
+    body = text.strip()
+    try:
+        data = json.loads(body[body.index("{") : body.rindex("}") + 1])
+    except ValueError:
+        return None
+    action = data.get("action") if isinstance(data, dict) else None
+    return action if isinstance(action, str) else None
+
+
+async def _run_model(player: _Player, questions: list[EvalQuestion], concurrency: int, progress: bool) -> list[Transcript]:
+    from tqdm.auto import tqdm
+
+    slots = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(questions), desc=player.client.model, unit="q", disable=not progress, dynamic_ncols=True)
+
+    async def one(q: EvalQuestion) -> Transcript:
+        async with slots:
+            result = await player.play(q)
+        bar.update(1)
+        return result
+
+    try:
+        return list(await asyncio.gather(*(one(q) for q in questions)))
+    finally:
+        bar.close()
+        await player.client.aclose()
+
+
+def evaluate(
+    config: Config,
+    models: Sequence[str],
+    *,
+    run: str | Path | None = None,
+    questions: str | Path | None = None,
+    n: int | None = 100,
+    base_url: str | None = None,
+    out: str | Path | None = None,
+    few_shot: int = 0,
+    temperature: float = 0.0,
+    max_tokens: int = 512,
+    concurrency: int = 4,
+    progress: bool = False,
+) -> EvalReport:
+    """Evaluate each model as the agent on held-out questions; writes report.json, report.md and transcripts to
+    `out` (default RUN/eval/) and returns the report."""
+    from distill.formats import get_format
+    from distill.index import ChunkIndex
+    from distill.pipeline import default_run_dir
+    from distill.tools import ToolBox
+
+    if not models:
+        raise EvalError("no model to evaluate", hint="pass --model NAME (repeat it to compare models)")
+    dupes = sorted(m for m, c in Counter(models).items() if c > 1)
+    if dupes:
+        raise EvalError(f"model(s) given twice: {', '.join(dupes)}")
+    run_dir = Path(run) if run is not None else default_run_dir(config)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: no such run folder", hint="run `distill generate CONFIG` or pass --run DIR")
+    held_out = load_questions(run_dir, questions, n)
+    needs_index = any(t.kind == "retriever" for t in config.tools)
+    toolbox = ToolBox(config, ChunkIndex.load(run_dir / "index") if needs_index else None)
+    fmt = get_format(config)
+    demos = few_shot_demos(run_dir, few_shot) if few_shot else []
+    params = {"temperature": temperature, "max_tokens": max_tokens}
+    report = EvalReport(
+        config=str(config.path or config.name), run=str(run_dir),
+        questions_source=str(questions) if questions else "validation split of the run",
+        questions=len(held_out), settings={"max_steps": config.agent.max_steps, "few_shot": few_shot,
+                                            "base_url": base_url or os.environ.get("OPENAI_BASE_URL"), **params},
+    )
+    for model in models:
+        client = ModelClient(model, base_url, max_retries=config.teacher.max_retries, timeout_s=config.teacher.timeout_s)
+        player = _Player(config, fmt, toolbox, client, params, demos)
+        started = time.perf_counter()
+        transcripts = asyncio.run(_run_model(player, held_out, concurrency, progress))
+        seconds = time.perf_counter() - started
+        report.models[model] = ModelResult(model, transcripts, seconds=seconds, completion_tokens=player.tokens)
+    report.write(Path(out) if out is not None else run_dir / "eval")
+    return report
+
