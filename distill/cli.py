@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from distill.errors import DistillError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -84,7 +85,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from distill.config import load_config
-    from distill.evaluate import evaluate
+    from distill.evaluation import evaluate
 
     config = load_config(args.config)
     report = evaluate(
@@ -105,7 +106,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate models as the agent on held-out questions, side by side")
     p.add_argument("config", help="the YAML config (agent, tools)")
-    p.add_argument("--model", action="append", required=True, help="model id; repeat to compare models")
+    p.add_argument("--model", action="append", required=True,
+                   help="model id, or MODEL@URL for a model on its own endpoint; repeat to compare models")
     p.add_argument("--run", help="run folder: index, validation split (default: outputs/<name>/)")
     p.add_argument("--questions", help="questions file (.jsonl with question/reference/used_tool, or one a line)")
     p.add_argument("--n", type=int, default=100, help="questions to use, the first N (default 100)")
@@ -171,6 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("distill: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early, e.g. `distill validate big.jsonl | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

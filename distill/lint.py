@@ -256,6 +256,13 @@ def _check_langchain(
                     detail = "a TOOL RESPONSE that answers no tool call of the current turn"
                     out.append(Problem(0, "unexpected_tool_response", detail, i))
                 awaiting = False
+            elif turn is not None and awaiting:
+                detail = (
+                    "after a tool call the runtime sends the observation in LangChain's TOOL RESPONSE template; "
+                    "this user message is not in it, so the example differs from what the agent sees at run time"
+                )
+                out.append(Problem(0, "observation_not_tool_response", detail, i))
+                turn, awaiting = None, False
             elif turn is not None:
                 end_turn(f"at message {i} (a user message that is not a TOOL RESPONSE)")
                 turn, awaiting = None, False

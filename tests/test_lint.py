@@ -351,12 +351,17 @@ def test_no_final_answer_at_the_end(tmp_path):
     assert lint_one(tmp_path, example) == [(2, "no_final_answer", 4)]
 
 
-def test_no_final_answer_before_a_non_tool_response_user_message(tmp_path):
+def test_observation_outside_the_tool_response_template(tmp_path):
     # the seed dataset's layout: the observation is a bare user message, not the TOOL RESPONSE template
     example = langchain_example(steps=[(SEARCH, "a", None)])
     example["messages"] += [{"role": "user", "content": "['b']"}, {"role": "assistant", "content": render_action(
         FINAL_ANSWER, "b")}]
-    assert lint_one(tmp_path, example) == [(2, "no_final_answer", 2)]
+    assert lint_one(tmp_path, example) == [(2, "observation_not_tool_response", 3)]
+
+
+def test_no_final_answer_when_a_turn_stops_after_a_tool_response(tmp_path):
+    example = langchain_example(steps=[(SEARCH, "a", "['b']"), (SEARCH, "c", None)])
+    assert lint_one(tmp_path, example) == [(2, "no_final_answer", 4)]
 
 
 def test_final_answer_then_a_new_question_is_fine(tmp_path):
