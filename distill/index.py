@@ -144,8 +144,8 @@ class ChunkIndex:
     def search(self, query: str, k: int) -> list[Chunk]:
         """The `k` best chunks for `query`, best first; fewer when fewer chunks share a token with it.
 
-        One query is scored with `get_scores` and a partial sort: about ten times faster than bm25s' batched
-        `retrieve` for a batch of one, with the same ranking (`search_many` is the batched path).
+        One query is scored with bm25s' `get_scores` and a partial sort: about ten times faster than its batched
+        `retrieve` for a batch of one. Ties are broken by chunk position, so results never depend on the platform.
         """
         if self._bm25 is None or k < 1:
             return []
@@ -154,34 +154,17 @@ class ChunkIndex:
         if not known:
             return []
         scores = self._bm25.get_scores(known)
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        return self._ranked(top, scores[top])
+        if k < len(scores):
+            # every chunk scoring at least the k-th best, so ties at the cut are broken by position in _ranked
+            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+            top = np.flatnonzero(scores >= kth)
+        else:
+            top = np.arange(len(scores))
+        return self._ranked(top, scores[top])[:k]
 
     def search_many(self, queries: Sequence[str], k: int) -> list[list[Chunk]]:
-        """`search` for each query, batched into one bm25s call; the same results as searching one by one."""
-        results: list[list[Chunk]] = [[] for _ in queries]
-        if self._bm25 is None or k < 1 or not queries:
-            return results
-        k = min(k, len(self._chunks))
-        vocab = self._vocab
-        token_lists = bm25s.tokenize(
-            list(queries), stopwords=_STOPWORDS, return_ids=False, show_progress=False
-        )
-        positions: list[int] = []
-        batch: list[list[int]] = []
-        for i, tokens in enumerate(token_lists):
-            ids = [vocab[t] for t in tokens if t in vocab]
-            if ids:
-                positions.append(i)
-                batch.append(ids)
-        if not batch:
-            return results
-        docs, scores = self._bm25.retrieve(
-            batch, k=k, sorted=True, show_progress=False, n_threads=0, backend_selection="numpy"
-        )
-        for i, row_docs, row_scores in zip(positions, docs, scores, strict=True):
-            results[i] = self._ranked(row_docs, row_scores)
-        return results
+        """`search` for each query (single-query scoring beats bm25s' batched `retrieve` here)."""
+        return [self.search(q, k) for q in queries]
 
     def _ranked(self, docs: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]) -> list[Chunk]:
         # bm25s fills k with zero-score (non-matching) chunks and orders ties arbitrarily: drop the former,
