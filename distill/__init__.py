@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from distill.config import Config
     from distill.eval_report import EvalReport
+    from distill.finetuning import FinetuneResult
     from distill.lint import LintReport
     from distill.pipeline import GenerateResult
+    from distill.publishing import PublishResult
+    from distill.report import ReportResult
 
-__all__ = ["load_config", "generate", "validate", "evaluate"]
+__all__ = ["evaluate", "finetune", "generate", "load_config", "publish", "report", "validate"]
 __version__ = "0.1.0"
 
 
@@ -46,8 +49,36 @@ def evaluate(config: Config | str, models: Any, **options: Any) -> EvalReport:
     """Evaluate one or more models (an id or a list) as the agent on held-out questions; writes RUN/eval/ (or `out=`)
     and returns the report (`report.models[m].to_dict()["format_adherence"]`, `report.table()`). Options: run,
     questions, n, base_url, out, few_shot, temperature, max_tokens, concurrency, progress."""
-    from distill.evaluate import evaluate as _evaluate
+    from distill.evaluation import evaluate as _evaluate
 
     if not hasattr(config, "tools"):
         config = load_config(config)
     return _evaluate(config, [models] if isinstance(models, str) else list(models), **options)
+
+
+def publish(run: Any, repo: str, *, private: bool = False, dry_run: Any = None, **options: Any) -> PublishResult:
+    """Push a run folder's train/validation data and a provenance card to the Hub dataset repo `repo` (OWNER/NAME);
+    `dry_run=DIR` writes exactly those files to DIR instead. Options: token (default HF_TOKEN or the stored login),
+    config (whose `publish:` section applies; default the run's)."""
+    from distill.publishing import publish as _publish
+
+    config = options.get("config")
+    if config is not None and not hasattr(config, "tools"):
+        options["config"] = load_config(config)
+    return _publish(run, repo, private=private, dry_run=dry_run, **options)
+
+
+def finetune(run: Any, **options: Any) -> FinetuneResult:
+    """Start (or re-attach to) the OpenAI fine-tuning job of a run folder, recorded in RUN/finetune.json. Options:
+    model, suffix, epochs, wait, cancel, new, estimate_only, base_url, price, poll_interval, echo (e.g. print)."""
+    from distill.finetuning import finetune as _finetune
+
+    return _finetune(run, **options)
+
+
+def report(run: Any, *, examples: int = 3) -> ReportResult:
+    """Write RUN/report.html (self-contained: inline SVG charts, a few example conversations) and RUN/report.json;
+    returns their paths and the figures."""
+    from distill.report import write_report
+
+    return write_report(run, examples=examples)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -90,6 +91,7 @@ def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> A
     """LangChain's conversational-chat agent over the config's tools (the retriever over the run's index)."""
     from langchain_classic.agents import AgentType, initialize_agent
     from langchain_classic.memory import ConversationBufferWindowMemory
+    from langchain_core._api.deprecation import LangChainDeprecationWarning
     from langchain_core.tools import Tool
 
     from distill.index import ChunkIndex
@@ -100,18 +102,20 @@ def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> A
     needs_index = any(t.kind == "retriever" for t in config.tools)
     toolbox = ToolBox(config, ChunkIndex.load(run_dir / "index") if needs_index else None)
     tools = [Tool(name=t.name, description=t.description, func=_tool_fn(toolbox, t.name)) for t in config.tools]
-    memory = ConversationBufferWindowMemory(
-        memory_key="chat_history", k=config.agent.memory_window, return_messages=True
-    )
-    return initialize_agent(
-        tools,
-        llm,
-        agent=AgentType.CHAT_CONVERSATIONAL_REACT_DESCRIPTION,
-        memory=memory,
-        max_iterations=config.agent.max_steps,
-        early_stopping_method="force",
-        agent_kwargs={"system_message": config.agent.system_prompt} if config.agent.system_prompt else None,
-    )
+    with warnings.catch_warnings():  # this agent is deprecated in LangChain, and it is the runtime being served
+        warnings.simplefilter("ignore", LangChainDeprecationWarning)
+        memory = ConversationBufferWindowMemory(
+            memory_key="chat_history", k=config.agent.memory_window, return_messages=True
+        )
+        return initialize_agent(
+            tools,
+            llm,
+            agent=AgentType.CHAT_CONVERSATIONAL_REACT_DESCRIPTION,
+            memory=memory,
+            max_iterations=config.agent.max_steps,
+            early_stopping_method="force",
+            agent_kwargs={"system_message": config.agent.system_prompt} if config.agent.system_prompt else None,
+        )
 
 
 def _ask(agent: Any, question: str, printer: Any, out: TextIO) -> bool:

@@ -25,7 +25,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from distill.pipeline import generate
 
     config = load_config(args.config)
-    result = generate(config, args.out, progress=not args.no_progress)
+    try:
+        result = generate(
+            config, args.out, progress=not args.no_progress, fresh=args.fresh, from_ledger=args.from_ledger
+        )
+    except KeyboardInterrupt:
+        out = f" --out {args.out}" if args.out else ""
+        print(f"\ninterrupted; finished conversations and paid answers are kept: `distill generate {args.config}{out}`"
+              " resumes", file=sys.stderr)
+        return 130
     c, e = result.conversations, result.examples
     print(
         f"{c['accepted']}/{c['requested']} conversations accepted ({c['rejected']} rejected, {c['failed']} failed): "
@@ -40,7 +48,29 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="the YAML config")
     p.add_argument("--out", help="run folder (default: outputs/<name>/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--fresh", action="store_true", help="run every conversation again (the ledger still answers)")
+    p.add_argument(
+        "--from-ledger", action="store_true", help="rebuild the run from its ledger only: zero teacher calls"
+    )
     p.set_defaults(handler=_cmd_generate)
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from distill.config import load_config
+    from distill.estimate import estimate
+
+    config = load_config(args.config)
+    print(estimate(config, args.out, pilot=args.pilot, progress=not args.no_progress).format())
+    return 0
+
+
+def _add_estimate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("estimate", help="run a small pilot and project tokens, dollars, acceptance and time")
+    p.add_argument("config", help="the YAML config")
+    p.add_argument("--pilot", type=int, default=10, help="conversations in the pilot (default 10)")
+    p.add_argument("--out", help="run folder (default: outputs/<name>/); the full run resumes after the pilot")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_estimate)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -110,7 +140,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="model id, or MODEL@URL for a model on its own endpoint; repeat to compare models")
     p.add_argument("--run", help="run folder: index, validation split (default: outputs/<name>/)")
     p.add_argument("--questions", help="questions file (.jsonl with question/reference/used_tool, or one a line)")
-    p.add_argument("--n", type=int, default=100, help="questions to use, the first N (default 100)")
+    p.add_argument("--n", type=int, default=100, help="questions to use, the first N (default 100; 0: all)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI)")
     p.add_argument("--out", help="report folder (default: RUN/eval/)")
     p.add_argument("--few-shot", type=int, default=0, metavar="K",
@@ -142,7 +172,96 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_chat)
 
 
-_COMMANDS = [_add_generate, _add_validate, _add_export, _add_eval, _add_chat]
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from distill.config import load_config
+    from distill.publishing import publish
+
+    config = load_config(args.config) if args.config else None
+    result = publish(args.run, args.repo, private=args.private, dry_run=args.dry_run, config=config)
+    rows = ", ".join(f"{n} {split}" for split, n in result.rows.items())
+    if result.dry_run is not None:
+        print(f"dry run: wrote {', '.join(result.files)} ({rows} rows) to {result.dry_run}/; nothing was pushed")
+        print(f"check it with: python -c \"import datasets; print(datasets.load_dataset('{result.dry_run}'))\"")
+    else:
+        print(f"published {rows} rows and the dataset card to {result.url}")
+    return 0
+
+
+def _add_publish(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("publish", help="push a run's train/validation data and a provenance card to the HF Hub")
+    p.add_argument("run", help="the run folder (train.jsonl, validation.jsonl, manifest.json)")
+    p.add_argument("--repo", required=True, help="the Hub dataset repo, OWNER/NAME")
+    p.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its own)")
+    p.add_argument("--dry-run", metavar="DIR", help="write exactly what would be pushed to DIR; push nothing")
+    p.add_argument("--config", help="a config whose publish: section (license, tags) to use (default: the run's)")
+    p.set_defaults(handler=_cmd_publish)
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from distill.finetuning import finetune
+
+    try:
+        result = finetune(
+            args.run,
+            model=args.model,
+            suffix=args.suffix,
+            epochs=args.epochs,
+            wait=args.wait,
+            cancel=args.cancel,
+            new=args.new,
+            estimate_only=args.estimate,
+            base_url=args.base_url,
+            price=args.price_per_1m,
+            echo=lambda line: print(line, flush=True),
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped watching; the job keeps running on the service. `distill finetune {args.run} --wait` "
+            f"watches it again, `distill finetune {args.run} --cancel` cancels it",
+            file=sys.stderr,
+        )
+        return 130
+    return 0 if result.status != "cancelled" or args.cancel else 1
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="start, watch, resume or cancel an OpenAI fine-tuning job for a run")
+    p.add_argument("run", help="the run folder; the job is recorded in RUN/finetune.json")
+    p.add_argument("--model", help="base model to fine-tune (default: the run's export.model)")
+    p.add_argument("--suffix", help="up to 64 characters added to the fine-tuned model's name")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the service's; estimated by its rule)")
+    p.add_argument("--wait", action="store_true", help="stream the job's events until it ends (Ctrl-C stops watching)")
+    p.add_argument("--cancel", action="store_true", help="cancel the recorded job")
+    p.add_argument("--new", action="store_true", help="start another job even though one is recorded")
+    p.add_argument("--estimate", action="store_true", help="lint and show tokens and cost only; no key, no upload")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI)")
+    p.add_argument("--price-per-1m", type=float, metavar="USD", help="training price per 1M tokens (default: table)")
+    p.set_defaults(handler=_cmd_finetune)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from distill.report import write_report
+
+    result = write_report(args.run, examples=args.examples)
+    c = result.figures["run"].get("conversations", {})
+    print(
+        f"wrote {result.html} and {result.json} ({c.get('accepted', 0)}/{c.get('requested', 0)} conversations "
+        f"accepted, {result.figures['duplicates']['dropped']} duplicates dropped)"
+    )
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write RUN/report.html (charts, examples; self-contained) and RUN/report.json")
+    p.add_argument("run", help="the run folder (manifest.json, trajectories.jsonl, rejected.jsonl, train/validation)")
+    p.add_argument("--examples", type=int, default=3, help="accepted and rejected conversations to show (default 3)")
+    p.set_defaults(handler=_cmd_report)
+
+
+_COMMANDS = [
+    _add_generate, _add_validate, _add_export, _add_eval, _add_chat, _add_publish, _add_finetune, _add_report,
+    _add_estimate,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

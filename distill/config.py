@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from distill.errors import ConfigError
 
@@ -26,23 +34,29 @@ __all__ = [
     "AgentConfig",
     "ChunkingConfig",
     "Config",
+    "DedupConfig",
     "ExportConfig",
     "GenerationConfig",
     "MixConfig",
+    "PriceConfig",
     "PublishConfig",
     "PythonTool",
     "RetrieverTool",
+    "SimulatedTool",
     "SourceConfig",
     "TeacherConfig",
     "ToolConfig",
     "ToolExample",
-    "load_config",
     "config_from_dict",
+    "is_object_schema",
+    "load_config",
     "resolve_callable",
+    "schema_problem",
 ]
 
 FINAL_ANSWER = "Final Answer"
 _BAD_NAME_CHARS = re.compile(r"[\n\r:{}`,\"]")
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for tool (function) names
 
 
 class _Model(BaseModel):
@@ -52,10 +66,15 @@ class _Model(BaseModel):
 class AgentConfig(_Model):
     """How the agent talks: its format, system prompt and step budget."""
 
-    format: Literal["langchain-chat"] = "langchain-chat"
-    system_prompt: str | None = Field(default=None, description="null = LangChain's own PREFIX")
+    format: Literal["langchain-chat", "openai-tools"] = "langchain-chat"
+    system_prompt: str | None = Field(
+        default=None, description="null = LangChain's own PREFIX (langchain-chat) or distill's default (openai-tools)"
+    )
     max_steps: int = Field(default=3, ge=1, le=20, description="tool calls + final answer per turn")
     memory_window: int = Field(default=5, ge=1, description="ConversationBufferWindowMemory k (turns kept)")
+    parallel_tool_calls: bool = Field(
+        default=False, description="openai-tools: the model may make several tool calls in one message"
+    )
 
     @field_validator("system_prompt")
     @classmethod
@@ -68,19 +87,79 @@ class AgentConfig(_Model):
 
 
 class ToolExample(_Model):
-    """An example use of a tool: a user question and the action_input that answers it."""
+    """An example use of a tool: a user question, the input that answers it and (simulated tools) its output.
+
+    `input` is a string, or a mapping for a tool whose `input_schema` is an object; `output` is what the tool
+    returned for that input (any JSON value), which a simulated tool's observations imitate.
+    """
 
     question: str = Field(min_length=1)
-    input: str
+    input: str | dict[str, Any]
+    output: Any = None
+
+
+def is_object_schema(schema: Any) -> bool:
+    """True when a tool's input_schema describes an object (structured arguments), not one string."""
+    if not isinstance(schema, dict):
+        return False
+    kind = schema.get("type")
+    return kind == "object" or (kind is None and "properties" in schema)
+
+
+def _bare_null(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        kind = schema.get("type", "")
+        if kind is None or (isinstance(kind, list) and None in kind):
+            return True
+        return any(_bare_null(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_bare_null(v) for v in schema)
+    return False
+
+
+def _check_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return value
+    import jsonschema
+
+    if _bare_null(value):
+        raise ValueError('has a bare null in a "type": YAML reads null as nothing; quote it, e.g. [string, "null"]')
+    try:
+        jsonschema.validators.validator_for(value).check_schema(value)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"is not a valid JSON Schema: {exc.message}") from None
+    return value
+
+
+_VALIDATORS: dict[int, Any] = {}
+
+
+def schema_problem(schema: dict[str, Any], value: Any) -> str | None:
+    """Why `value` fails the JSON Schema `schema` (the best-matching error), or None; validators are cached."""
+    import jsonschema
+
+    validator = _VALIDATORS.get(id(schema))
+    if validator is None or validator.schema is not schema:
+        cls = jsonschema.validators.validator_for(schema)
+        validator = _VALIDATORS[id(schema)] = cls(schema, format_checker=cls.FORMAT_CHECKER)
+    if validator.is_valid(value):
+        return None
+    return jsonschema.exceptions.best_match(validator.iter_errors(value)).message
 
 
 class _ToolBase(_Model):
     name: str = Field(min_length=1, max_length=64)
     description: str = Field(min_length=1)
     input_schema: dict[str, Any] | None = Field(
-        default=None, description="JSON Schema that action_input (a string) must satisfy"
+        default=None,
+        description="JSON Schema of the input: a string schema (action_input), or an object schema (arguments)",
     )
     examples: list[ToolExample] = Field(default_factory=list)
+
+    @property
+    def structured(self) -> bool:
+        """True when the tool takes structured arguments (its input_schema is an object)."""
+        return is_object_schema(self.input_schema)
 
     @field_validator("name")
     @classmethod
@@ -107,15 +186,19 @@ class _ToolBase(_Model):
     @field_validator("input_schema")
     @classmethod
     def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return value
-        import jsonschema
+        return _check_schema(value)
 
-        try:
-            jsonschema.validators.validator_for(value).check_schema(value)
-        except jsonschema.SchemaError as exc:
-            raise ValueError(f"is not a valid JSON Schema: {exc.message}") from None
-        return value
+    @model_validator(mode="after")
+    def _examples_fit(self) -> _ToolBase:
+        for i, example in enumerate(self.examples):
+            if self.structured != isinstance(example.input, dict):
+                want = "a mapping of arguments" if self.structured else "a string"
+                raise ValueError(f"examples[{i}].input must be {want} (see input_schema)")
+            if self.input_schema is not None:
+                problem = schema_problem(self.input_schema, example.input)
+                if problem:
+                    raise ValueError(f"examples[{i}].input does not satisfy input_schema: {problem}")
+        return self
 
 
 class RetrieverTool(_ToolBase):
@@ -123,6 +206,12 @@ class RetrieverTool(_ToolBase):
 
     kind: Literal["retriever"]
     top_k: int = Field(default=3, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _string_query(self) -> RetrieverTool:
+        if self.structured:
+            raise ValueError("input_schema: a retriever takes one string query; give a string schema or none")
+        return self
 
 
 class PythonTool(_ToolBase):
@@ -139,8 +228,36 @@ class PythonTool(_ToolBase):
         return value
 
 
-ToolConfig = Annotated[RetrieverTool | PythonTool, Field(discriminator="kind")]
-TOOL_KINDS = ("retriever", "python")
+class SimulatedTool(_ToolBase):
+    """A tool that cannot run during generation (a payments API, a ticket system): the teacher writes what it
+    returns, from its description, its output_schema and its examples' outputs."""
+
+    kind: Literal["simulated"]
+    output_schema: dict[str, Any] | None = Field(default=None, description="JSON Schema of what the tool returns")
+
+    @field_validator("output_schema")
+    @classmethod
+    def _valid_output_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _check_schema(value)
+
+    @model_validator(mode="after")
+    def _has_shape(self) -> SimulatedTool:
+        if self.output_schema is None and not any(e.output is not None for e in self.examples):
+            raise ValueError(
+                "a simulated tool needs output_schema or examples with an output, so its observations have a shape"
+            )
+        if self.output_schema is not None:
+            for i, example in enumerate(self.examples):
+                if example.output is None:
+                    continue
+                problem = schema_problem(self.output_schema, example.output)
+                if problem:
+                    raise ValueError(f"examples[{i}].output does not satisfy output_schema: {problem}")
+        return self
+
+
+ToolConfig = Annotated[RetrieverTool | PythonTool | SimulatedTool, Field(discriminator="kind")]
+TOOL_KINDS = ("retriever", "python", "simulated")
 
 
 class SourceConfig(_Model):
@@ -165,6 +282,14 @@ class ChunkingConfig(_Model):
     overlap: int = Field(default=100, ge=0)
 
 
+class PriceConfig(_Model):
+    """A teacher model's price in USD per 1M tokens (distill/costs.py has defaults for common OpenAI models)."""
+
+    input: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0, description="null = the input price")
+    output: float = Field(ge=0)
+
+
 class TeacherConfig(_Model):
     """Which model plays the agent."""
 
@@ -176,8 +301,13 @@ class TeacherConfig(_Model):
     temperature: float = Field(default=0.7, ge=0, le=2)
     max_tokens: int = Field(default=1024, ge=16)
     concurrency: int = Field(default=8, ge=1, le=1024)
-    max_retries: int = Field(default=5, ge=0)
+    max_retries: int = Field(default=5, ge=0, description="retries of 5xx, timeouts, dropped connections")
     timeout_s: float = Field(default=120.0, gt=0)
+    rpm: int | None = Field(default=None, ge=1, description="requests per minute; null = learned from the endpoint")
+    tpm: int | None = Field(default=None, ge=1, description="tokens per minute; null = learned from the endpoint")
+    backoff_s: float = Field(default=1.0, gt=0, le=60, description="first retry wait; doubles, jittered, cap 60 s")
+    breaker_s: float = Field(default=60.0, gt=0, description="stop resumably when nothing succeeded for this long")
+    price: PriceConfig | None = Field(default=None, description="USD per 1M tokens; null = distill's table")
 
     def resolved_provider(self) -> Literal["offline", "openai"]:
         """The provider actually used: `auto` picks openai when OPENAI_API_KEY is set."""
@@ -208,6 +338,27 @@ class GenerationConfig(_Model):
     seed: int = 0
     mix: MixConfig = Field(default_factory=MixConfig)
     follow_ups: int = Field(default=1, ge=1, le=5, description="extra turns in a multi_turn conversation")
+    mix_tolerance: float = Field(
+        default=0.05, ge=0, le=1, description="a kind may fall short of its target by this x conversations"
+    )
+    max_extra_conversations: int | None = Field(
+        default=None, ge=0, description="top-up budget for kinds short of the mix; null = conversations // 2"
+    )
+    max_cost_usd: float | None = Field(
+        default=None, gt=0, description="stop resumably before the next teacher request would pass this"
+    )
+
+
+class DedupConfig(_Model):
+    """Deduplication before export (distill/dedup.py): exact and near-duplicate questions, identical tool calls."""
+
+    enabled: bool = True
+    near_threshold: float | None = Field(
+        default=0.85, gt=0, lt=1, description="character-shingle Jaccard similarity; null = exact duplicates only"
+    )
+    shingle_chars: int = Field(default=5, ge=1, le=20, description="character n-gram size for near-duplicates")
+    num_perm: int = Field(default=128, ge=16, le=1024, description="MinHash permutations")
+    trajectories: bool = Field(default=True, description="drop conversations with the same tool calls and inputs")
 
 
 class ExportConfig(_Model):
@@ -216,6 +367,7 @@ class ExportConfig(_Model):
     validation_fraction: float = Field(default=0.1, ge=0, lt=1)
     model: str = "gpt-4o-mini-2024-07-18"
     max_example_tokens: int | None = Field(default=None, ge=1, description="default: the model's limit")
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
 
 
 class PublishConfig(_Model):
@@ -273,7 +425,7 @@ class Config(_Model):
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
-    def tool(self, name: str) -> RetrieverTool | PythonTool | None:
+    def tool(self, name: str) -> RetrieverTool | PythonTool | SimulatedTool | None:
         """The configured tool called `name`, or None."""
         return next((t for t in self.tools if t.name == name), None)
 
@@ -306,8 +458,7 @@ def _explain(err: dict[str, Any]) -> tuple[str, str]:
     if kind == "union_tag_not_found":
         return key, f"missing 'kind'; use one of: {', '.join(TOOL_KINDS)}"
     msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
+    msg = msg.removeprefix("Value error, ")
     return key, msg
 
 
@@ -379,6 +530,13 @@ def _check_resources(config: Config, file: str) -> None:
                     f"cannot import {tool.function!r}: {exc}",
                     hint="make the module importable from the config's folder or install it",
                 ) from None
+        if config.agent.format == "openai-tools" and not _FUNCTION_NAME.fullmatch(tool.name):
+            raise ConfigError(
+                file,
+                f"tools[{i}].name",
+                f"{tool.name!r} is not a valid function name for agent.format openai-tools",
+                hint=f"use letters, digits, _ or - only, e.g. {re.sub(r'[^A-Za-z0-9_-]+', '_', tool.name)!r}",
+            )
 
 
 def resolve_callable(spec: str, base_dir: Path | None = None) -> Callable[[str], Any]:

@@ -102,9 +102,10 @@ def find_duplicates(trajectories: Sequence[Trajectory], settings: Any) -> list[D
     near = settings.near_threshold
     lsh = None
     if near is not None:
-        from datasketch import MinHashLSH
+        from datasketch import MinHash, MinHashLSH
 
         lsh = MinHashLSH(threshold=near, num_perm=settings.num_perm)
+        template = MinHash(num_perm=settings.num_perm, seed=_MINHASH_SEED)
     by_question: dict[str, str] = {}
     by_calls: dict[tuple[Any, ...], str] = {}
     kept_shingles: dict[str, set[str]] = {}
@@ -117,7 +118,7 @@ def find_duplicates(trajectories: Sequence[Trajectory], settings: Any) -> list[D
             continue
         if lsh is not None:
             grams = shingles(key, settings.shingle_chars)
-            signature = _minhash(grams, settings.num_perm)
+            signature = _minhash(grams, template)
             best_id, best = None, 0.0
             for other in sorted(lsh.query(signature), key=kept_order.__getitem__):  # ties: the earliest wins
                 similarity = _jaccard(grams, kept_shingles[other])
@@ -140,10 +141,8 @@ def find_duplicates(trajectories: Sequence[Trajectory], settings: Any) -> list[D
     return found
 
 
-def _minhash(grams: set[str], num_perm: int) -> Any:
-    from datasketch import MinHash
-
-    signature = MinHash(num_perm=num_perm, seed=_MINHASH_SEED)
+def _minhash(grams: set[str], template: Any) -> Any:
+    signature = template.copy()  # shares the template's permutations (building them is the costly part)
     signature.update_batch([g.encode("utf-8") for g in sorted(grams)])
     return signature
 

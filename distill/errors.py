@@ -7,13 +7,14 @@ traceback.
 from __future__ import annotations
 
 __all__ = [
-    "DistillError",
     "ConfigError",
+    "DistillError",
+    "FinetuneError",
+    "PublishError",
+    "RunFolderError",
+    "RunStopped",
     "SourceError",
     "TeacherError",
-    "RunFolderError",
-    "PublishError",
-    "FinetuneError",
 ]
 
 
@@ -49,6 +50,14 @@ class TeacherError(DistillError):
 
 class RunFolderError(DistillError):
     """A run folder that is missing the artifact a command needs."""
+
+
+class RunStopped(DistillError):
+    """A run that stopped on its own, resumably (endpoint down, budget reached); `reason` is machine-readable."""
+
+    def __init__(self, reason: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
 
 
 class PublishError(DistillError):

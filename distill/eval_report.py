@@ -108,6 +108,7 @@ class ModelResult:
     transcripts: list[Transcript]
     seconds: float = 0.0
     completion_tokens: int = 0
+    base_url: str | None = None
 
     def metrics(self) -> dict[str, Any]:
         """Every metric as {rate, count, total} (answer_f1 as {mean, count, answered})."""
@@ -140,6 +141,7 @@ class ModelResult:
         call_errors = Counter(t.error for t in self.transcripts if t.error)
         return {
             "model": self.model,
+            "base_url": self.base_url,
             "format_adherence": metrics["format_adherence"]["rate"],
             "metrics": metrics,
             "failures_by_reason": dict(Counter(t.failure for t in self.failures()).most_common()),
@@ -220,9 +222,11 @@ class EvalReport:
         out = [
             "# distill eval",
             "",
-            f"{self.questions} questions ({self.questions_source}) from run `{self.run}`; "
-            f"max_steps={self.settings['max_steps']}, temperature={self.settings['temperature']}, "
-            f"max_tokens={self.settings['max_tokens']}, few_shot={self.settings['few_shot']}.",
+            (
+                f"{self.questions} questions ({self.questions_source}) from run `{self.run}`; "
+                f"max_steps={self.settings['max_steps']}, temperature={self.settings['temperature']}, "
+                f"max_tokens={self.settings['max_tokens']}, few_shot={self.settings['few_shot']}."
+            ),
             "",
             "| " + " | ".join(rows[0]) + " |",
             "|" + "---|" * len(rows[0]),
@@ -247,6 +251,8 @@ class EvalReport:
         self.out_dir = out_dir
         for sub in ("transcripts", "failures"):
             (out_dir / sub).mkdir(parents=True, exist_ok=True)
+            for stale in (out_dir / sub).glob("*.jsonl"):  # an earlier eval's models must not look like this one's
+                stale.unlink()
         (out_dir / "report.json").write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
         (out_dir / "report.md").write_text(self.markdown(), encoding="utf-8")

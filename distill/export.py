@@ -1,7 +1,8 @@
 """Export: trajectories -> OpenAI fine-tuning JSONL (train / validation split by source document), rejects, manifest.
 
-Reads the rollout stage's trajectories, renders the accepted ones with the agent format, rejects examples over the
-target model's per-example token limit, splits by source document (no document feeds both files) and writes
+Reads the rollout stage's trajectories, renders the accepted ones with the agent format (a trajectory the format
+cannot express, e.g. parallel tool calls as langchain-chat, is rejected as `format_dependent`), rejects examples over
+the target model's per-example token limit, splits by source document (no document feeds both files) and writes
 `train.jsonl`, `validation.jsonl`, `rejected.jsonl` and `manifest.json`. It makes no teacher call, so it can be
 rerun at will on a run folder.
 """
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import Config
+from distill.coverage import summarize_coverage
+from distill.dedup import drop_duplicates, summarize_duplicates
+from distill.formats import NotRenderable
 from distill.tokens import count_example, default_epochs, example_limit, token_stats
 from distill.trajectory import Trajectory
 from distill.validator import Reason
@@ -83,6 +87,16 @@ def _reject_row(t: Trajectory) -> dict[str, Any]:
     }
 
 
+def _simulated_counts(accepted: Sequence[Trajectory]) -> dict[str, Any]:
+    """Observations written by the teacher for `kind: simulated` tools, in the exported conversations."""
+    calls = Counter(s.action for t in accepted for turn in t.turns for s in turn.steps if s.simulated)
+    return {
+        "conversations": sum(1 for t in accepted if any(s.simulated for turn in t.turns for s in turn.steps)),
+        "calls": sum(calls.values()),
+        "by_tool": dict(calls.most_common()),
+    }
+
+
 def export_run(
     config: Config,
     run_dir: Path,
@@ -98,12 +112,18 @@ def export_run(
     for t in trajectories:
         if t.outcome != "accepted":
             continue
-        rendered = [(ex, count_example(ex, model)) for ex in fmt.render(t)]
+        try:
+            examples = fmt.render(t)
+        except NotRenderable as exc:  # e.g. parallel tool calls exported as langchain-chat
+            t.reject("export", str(exc.reason), exc.detail, None)
+            continue
+        rendered = [(ex, count_example(ex, model)) for ex in examples]
         worst = max(n for _, n in rendered)
         if worst > limit:
             t.reject("export", str(Reason.OVER_TOKEN_LIMIT), f"{worst} tokens > {limit} ({model})", None)
             continue
         lines[t.id] = rendered
+    duplicates = drop_duplicates(trajectories, config.export.dedup)  # rejected, stage export, reason duplicate_*
     accepted = [t for t in trajectories if t.outcome == "accepted"]
     per_doc = Counter(t.doc_id for t in accepted for _ in lines[t.id])
     validation_docs = split_documents(dict(per_doc), config.export.validation_fraction, config.generation.seed)
@@ -146,6 +166,9 @@ def export_run(
         "failures_by_reason": dict(Counter(t.reason for t in bad if t.outcome == "failed").most_common()),
         "rejects_by_stage": dict(Counter(t.stage for t in bad).most_common()),
         "accepted_by_kind": dict(Counter(t.kind for t in accepted).most_common()),
+        "simulated_tools": _simulated_counts(accepted),
+        "coverage": summarize_coverage(config, trajectories),
+        "duplicates": summarize_duplicates(duplicates, config.export.dedup),
         "split": {
             "by": "source document",
             "validation_documents": sorted(validation_docs),

@@ -6,7 +6,10 @@ plus the tool-call structure the service rejects with an opaque "invalid schema"
 model's per-example token limit. Lines in LangChain's conversational-chat format (a user message that contains
 the SUFFIX header "TOOLS\\n------") are also checked step by step with the strict `distill.validator.check_action`:
 every trained assistant message must be exactly one canonical action, and every turn must end in a Final Answer
-within the configured step budget. A problem is data (`Problem`), never an exception.
+within the configured step budget. Lines with `tools` or `tool_calls` (native tool calling, `agent.format:
+openai-tools`) are checked by `distill.formats.openai_tools.check_line`: valid function definitions, known
+functions, arguments that parse as JSON and satisfy the schema (the config's, when given), parallel calls only where
+allowed, the step budget, and a final assistant text answer. A problem is data (`Problem`), never an exception.
 """
 
 from __future__ import annotations
@@ -306,6 +309,10 @@ def _lint(
     _check_format(example, messages, out)
     if _is_langchain(messages):
         _check_langchain(messages, tools, max_steps, out)
+    elif "tools" in example or any(isinstance(m, dict) and "tool_calls" in m for m in messages):
+        from distill.formats.openai_tools import check_line  # native tool calling (agent.format openai-tools)
+
+        out.extend(Problem(0, reason, detail, at) for reason, detail, at in check_line(example, messages, tools, max_steps))
     tokens: int | None = None
     if all(isinstance(m, dict) for m in messages):
         tokens = count_example(example, model)

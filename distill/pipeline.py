@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import Config
-from distill.errors import DistillError, RunFolderError
+from distill.errors import DistillError, RunFolderError, RunStopped
 from distill.export import ExportResult, export_run, write_jsonl
 from distill.formats import get_format
 from distill.index import ChunkIndex
 from distill.questions import plan_conversations
+from distill.resume import RunSession
 from distill.rollout import Rollout, run_conversation
 from distill.sources import chunk_documents, load_documents
-from distill.teachers.base import Teacher, make_teacher
+from distill.teachers.base import Teacher
 from distill.tools import ToolBox
 from distill.trajectory import Plan, Trajectory
 
@@ -65,31 +66,65 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, desc="conversations", unit="conv", disable=not enabled, dynamic_ncols=True)
 
 
-async def _roll_all(plans: list[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool) -> list[Trajectory]:
+async def _roll_all(
+    plans: list[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None
+) -> list[Trajectory]:
+    run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
     results: list[Trajectory | None] = [None] * len(plans)
     tally = {"accepted": 0, "rejected": 0, "failed": 0}
     bar = _progress(len(plans), progress)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(plans)):
-        queue.put_nowait(i)
+        done = run.done(plans[i].id)  # finished before a resume
+        if done is None:
+            queue.put_nowait(i)
+        else:
+            results[i] = done
+            tally[done.outcome] += 1
+    bar.update(len(plans) - queue.qsize())
 
     async def worker() -> None:
-        while not queue.empty():
+        while not queue.empty() and run.stopped is None:
             i = queue.get_nowait()
-            trajectory = await run_conversation(plans[i], chunks[plans[i].chunk_id], rollout)
+            try:
+                trajectory = await run_conversation(plans[i], chunks[plans[i].chunk_id], rollout)
+            except RunStopped as exc:  # circuit breaker or budget: the conversation resumes later
+                run.stop(exc)
+                return
             results[i] = trajectory
+            run.record(trajectory)
             tally[trajectory.outcome] += 1
             bar.update(1)
-            if bar.n % 25 == 0 or bar.n == len(plans):
-                bar.set_postfix(tally, refresh=False)
+            if bar.n % 25 == 0 or bar.n == len(plans) or run.metered:
+                bar.set_postfix(run.postfix(tally), refresh=False)
 
     workers = max(1, min(len(plans), rollout.config.teacher.concurrency * 2))
     try:
         await asyncio.gather(*(worker() for _ in range(workers)))
     finally:
         bar.close()
-        await rollout.teacher.aclose()
+    run.check_stopped()
     return [t for t in results if t is not None]
+
+
+async def _roll_and_top_up(
+    plans: list[Plan], chunks: list[Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
+    pilot: bool = False,
+) -> Any:
+    """Roll out the plans, then extra conversations for kinds short of the mix (distill/coverage.py)."""
+    from distill.coverage import TopUp, top_up
+
+    by_id = {c.id: c for c in chunks}
+
+    async def roll(some: list[Plan]) -> list[Trajectory]:
+        return await _roll_all(some, by_id, rollout, progress, run)
+
+    try:
+        if pilot:  # distill estimate: a sample of the plans, no top-up
+            return TopUp(plans, await roll(plans), {"extra_conversations": 0, "pilot": len(plans)})
+        return await top_up(rollout.config, chunks, plans, await roll(plans), rollout.fmt, roll)
+    finally:
+        await rollout.teacher.aclose()
 
 
 def generate(
@@ -98,8 +133,15 @@ def generate(
     *,
     progress: bool = True,
     teacher: Teacher | None = None,
+    fresh: bool = False,
+    from_ledger: bool = False,
+    pilot: int | None = None,
 ) -> GenerateResult:
-    """Run every stage for `config` and write the run folder (default `outputs/<name>/`)."""
+    """Run every stage for `config` and write the run folder (default `outputs/<name>/`).
+
+    Resumes what the run folder holds (distill/resume.py) unless `fresh`; `from_ledger` answers every teacher
+    request from the run folder's ledger (zero calls); `pilot` runs only the first `pilot` plans (no top-up).
+    """
     started = time.perf_counter()
     run_dir = Path(out) if out is not None else default_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -115,11 +157,15 @@ def generate(
     plans = plan_conversations(config, chunks)
     write_jsonl(run_dir / "plans.jsonl", (p.model_dump() for p in plans))
     fmt = get_format(config)
-    teacher = teacher or make_teacher(config)
-    rollout = Rollout(config=config, teacher=teacher, fmt=fmt, tools=ToolBox(config, index))
-    by_id = {c.id: c for c in chunks}
-    trajectories = asyncio.run(_roll_all(plans, by_id, rollout, progress))
-    write_jsonl(run_dir / "trajectories.jsonl", (t.model_dump() for t in trajectories))
+    texts = [c.text for c in chunks]
+    run = RunSession.open(config, run_dir, plans, texts, teacher=teacher, fresh=fresh, from_ledger=from_ledger)
+    rollout = Rollout(config=config, teacher=run.teacher, fmt=fmt, tools=ToolBox(config, index))
+    todo = plans[:pilot] if pilot else plans
+    topped = asyncio.run(_roll_and_top_up(todo, chunks, rollout, progress, run, pilot=bool(pilot)))
+    plans, trajectories = topped.plans, topped.trajectories
+    if topped.summary["extra_conversations"]:  # the extra plans continue the numbering
+        write_jsonl(run_dir / "plans.jsonl", (p.model_dump() for p in plans))
+    sections = run.finish(trajectories)  # trajectories.jsonl in plan order; resume and teacher_usage sections
 
     elapsed = time.perf_counter() - started
     extra = {
@@ -129,6 +175,8 @@ def generate(
             "seconds": round(elapsed, 3),
             "conversations_per_s": round(len(plans) / elapsed, 1) if elapsed else None,
         },
+        "top_up": topped.summary,
+        **sections,
     }
     exported = export_run(config, run_dir, trajectories, fmt, extra_manifest=extra)
     return GenerateResult._from(run_dir, exported)
@@ -153,6 +201,7 @@ def reexport(config: Config, run_dir: Path) -> GenerateResult:
     extra = {}
     if previous.is_file():
         old = json.loads(previous.read_text(encoding="utf-8"))
-        extra = {k: old[k] for k in ("sources", "skipped_sources", "timing") if k in old}
+        kept = ("sources", "skipped_sources", "timing", "top_up", "resume", "teacher_usage")
+        extra = {k: old[k] for k in kept if k in old}
     exported = export_run(config, run_dir, trajectories, get_format(config), extra_manifest=extra)
     return GenerateResult._from(run_dir, exported)

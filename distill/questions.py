@@ -19,7 +19,7 @@ from distill.sources import Chunk
 from distill.teachers.base import TeacherReply, TeacherRequest
 from distill.trajectory import ConversationKind, Plan
 
-__all__ = ["PROMPTS_DIR", "QuestionError", "plan_conversations", "question_request", "parse_questions"]
+__all__ = ["PROMPTS_DIR", "QuestionError", "parse_questions", "plan_conversations", "question_request"]
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 

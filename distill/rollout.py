@@ -2,8 +2,11 @@
 
 At each step the teacher receives exactly the messages the agent runtime would send (the format renders them),
 its answer is checked strictly before anything else happens, tool calls run for real, and the turn ends at a
-Final Answer or after `agent.max_steps` model calls (LangChain's `max_iterations`). Later turns carry earlier turns
-as the runtime's memory holds them. A conversation ends accepted, rejected (with reason and raw text) or failed.
+Final Answer or after `agent.max_steps` model calls (LangChain's `max_iterations`). The format drives each step: it
+renders the request (`messages_for_step`, `stop`, `tools`) and reads the reply into steps (`read`), so the loop is
+format-agnostic; one reply may hold several parallel tool calls. A `kind: simulated` tool's observation is written by
+the teacher (`distill.simulated`). Later turns carry earlier turns as the runtime's memory holds them. A
+conversation ends accepted, rejected (with reason and raw text) or failed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 from distill.config import Config
 from distill.questions import QuestionError, parse_questions, question_request
+from distill.simulated import SimulationError, read_simulation, simulation_request
 from distill.sources import Chunk
 from distill.teachers.base import Teacher, TeacherCallError, TeacherRequest
 from distill.tools import ToolBox
@@ -32,19 +36,35 @@ class Rollout:
     tools: ToolBox
 
     def step_request(self, plan: Plan, earlier: list[Turn], question: str, steps: list[Step]) -> TeacherRequest:
-        """The request for the next agent step: the runtime's messages, its stop sequences, the plan as context."""
+        """The request for the next agent step: the runtime's messages, its stop sequences or tools, the plan as
+        context."""
         teacher = self.config.teacher
+        params: dict[str, Any] = {"temperature": teacher.temperature, "max_tokens": teacher.max_tokens}
+        if self.fmt.stop is not None:
+            params["stop"] = self.fmt.stop
+        params["seed"] = plan.seed
         return TeacherRequest(
             stage="rollout",
             messages=self.fmt.messages_for_step(earlier, question, steps),
-            params={
-                "temperature": teacher.temperature,
-                "max_tokens": teacher.max_tokens,
-                "stop": self.fmt.stop,
-                "seed": plan.seed,
-            },
+            params=params,
             context={"plan": plan, "question": question, "steps": steps, "turn": len(earlier)},
+            tools=getattr(self.fmt, "tools", None),  # native tool-calling formats
+            parallel_tool_calls=getattr(self.fmt, "parallel_tool_calls", None),
         )
+
+    async def observe(self, plan: Plan, question: str, step: Step) -> None:
+        """Fill in a tool call's observation: the tool runs, or (kind: simulated) the teacher writes it.
+
+        Raises TeacherCallError or SimulationError when a simulated observation cannot be had.
+        """
+        if self.tools.is_simulated(step.action):
+            tool = self.config.tool(step.action)
+            reply = await self.teacher.complete(simulation_request(self.config, tool, plan, question, step))
+            observation = read_simulation(reply, tool)
+            step.simulated = True
+        else:
+            observation = self.tools.run(step.action, step.action_input)
+        step.observation, step.tool_error = observation.text, observation.error
 
 
 async def run_conversation(plan: Plan, chunk: Chunk, rollout: Rollout) -> Trajectory:
@@ -56,7 +76,7 @@ async def run_conversation(plan: Plan, chunk: Chunk, rollout: Rollout) -> Trajec
         doc_id=plan.doc_id,
         chunk_id=plan.chunk_id,
         teacher={"provider": teacher.provider, "model": teacher.model},
-        meta={"tool": plan.tool},
+        meta={"tool": plan.tool, "format": rollout.config.agent.format},
     )
     request = question_request(rollout.config, plan, chunk)
     try:
@@ -77,17 +97,23 @@ async def run_conversation(plan: Plan, chunk: Chunk, rollout: Rollout) -> Trajec
                 reply = await teacher.complete(request)
             except TeacherCallError as exc:
                 return trajectory.fail("rollout", exc.reason, exc.detail)
-            verdict = rollout.fmt.check(reply.text, reply.finish_reason)
-            if not verdict.ok:
+            reading = rollout.fmt.read(reply)
+            if not reading.ok:
                 trajectory.turns.append(turn)
-                return trajectory.reject("rollout", str(verdict.reason), verdict.detail, reply.text)
-            action = verdict.action
-            step = Step(action=action.action, action_input=action.action_input, raw=reply.text or "")
-            if not action.is_final:
-                observation = rollout.tools.run(action.action, action.action_input)
-                step.observation, step.tool_error = observation.text, observation.error
-            turn.steps.append(step)
-            if action.is_final:
+                return trajectory.reject("rollout", str(reading.reason), reading.detail, reading.raw)
+            for step in reading.steps:
+                if not step.is_final:
+                    try:
+                        await rollout.observe(plan, question, step)
+                    except TeacherCallError as exc:
+                        return trajectory.fail("rollout", exc.reason, exc.detail)
+                    except SimulationError as exc:
+                        trajectory.turns.append(turn)
+                        return trajectory.reject("rollout", str(exc.reason), exc.detail, exc.raw)
+                    if step.simulated:
+                        trajectory.meta["simulated_calls"] = trajectory.meta.get("simulated_calls", 0) + 1
+                turn.steps.append(step)
+            if reading.final:
                 break
         trajectory.turns.append(turn)
         if turn.answer is None:

@@ -15,11 +15,11 @@ from functools import lru_cache
 from typing import Any
 
 __all__ = [
-    "encoding_for",
-    "count_text",
     "count_example",
-    "example_limit",
+    "count_text",
     "default_epochs",
+    "encoding_for",
+    "example_limit",
     "token_stats",
 ]
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ConversationKind", "Outcome", "Plan", "Step", "Turn", "Trajectory"]
+__all__ = ["ConversationKind", "Outcome", "Plan", "Step", "Trajectory", "Turn"]
 
 ConversationKind = Literal["tool", "direct", "multi_turn"]
 Outcome = Literal["accepted", "rejected", "failed"]

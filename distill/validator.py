@@ -4,7 +4,8 @@ LangChain's runtime parser (`ConvoOutputParser`) repairs truncated JSON, accepts
 first of two blobs and lets unknown tool names through. Training on such text teaches the student to produce it, so
 this module accepts exactly one shape: a single fenced ```json block holding an object with exactly the keys
 `action` and `action_input`, where `action` is a configured tool or exactly "Final Answer" and `action_input` is a
-string that satisfies the tool's `input_schema`. Every reject carries a machine-readable `Reason`.
+string that satisfies the tool's `input_schema` (for a tool whose input_schema is an object: the JSON text of an
+object that satisfies it). Every reject carries a machine-readable `Reason`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from distill.config import is_object_schema
 
 __all__ = [
     "FINAL_ANSWER",
@@ -52,6 +55,12 @@ class Reason(StrEnum):
     OVER_TOKEN_LIMIT = "over_token_limit"
     TEACHER_ERROR = "teacher_error"
     BAD_QUESTION = "bad_question"
+    # structured tool inputs, native tool calls (agent.format openai-tools) and simulated tools
+    INVALID_ARGUMENTS = "invalid_arguments"
+    ARGUMENTS_SCHEMA = "arguments_schema"
+    PARALLEL_NOT_ALLOWED = "parallel_tool_calls_not_allowed"
+    FORMAT_DEPENDENT = "format_dependent"
+    SIMULATED_OUTPUT = "simulated_output"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +133,7 @@ def _whole_block(text: str) -> str | None:
 _validators: dict[int, Any] = {}
 
 
-def _schema_errors(schema: Mapping[str, Any], value: str) -> str | None:
+def _schema_errors(schema: Mapping[str, Any], value: Any) -> str | None:
     import jsonschema
 
     key = id(schema)
@@ -209,7 +218,14 @@ def _check_object(data: Any, tools: Mapping[str, ToolSpec] | None) -> Verdict:
             known = ", ".join(sorted(tools)) or "none"
             return Verdict.reject(Reason.UNKNOWN_ACTION, f"unknown action {action!r}{hint}; tools: {known}")
         if spec.input_schema is not None:
-            problem = _schema_errors(spec.input_schema, action_input)
+            value: Any = action_input
+            if is_object_schema(spec.input_schema):  # structured arguments travel as the JSON text of an object
+                try:
+                    value = json.loads(action_input, object_pairs_hook=_no_duplicate_keys)
+                except (ValueError, _DuplicateKeys) as exc:
+                    detail = f"action_input of {action} must be the JSON text of its arguments: {exc}"
+                    return Verdict.reject(Reason.INVALID_ARGUMENTS, detail)
+            problem = _schema_errors(spec.input_schema, value)
             if problem:
                 return Verdict.reject(Reason.ACTION_INPUT_SCHEMA, f"action_input fails the {action} schema: {problem}")
     return Verdict(ok=True, action=Action(action, action_input))

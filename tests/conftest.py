@@ -22,7 +22,9 @@ BASE_CONFIG: dict[str, Any] = {
     "sources": [{"path": str(CORPUS)}],
     "teacher": {"provider": "offline"},
     "generation": {"conversations": 40, "seed": 0, "mix": {"tool": 0.5, "direct": 0.2, "multi_turn": 0.3}},
-    "export": {"validation_fraction": 0.2},
+    # The offline teacher repeats its small-talk questions; these tests count exact numbers, so dedup is off here
+    # (tests/test_dedup.py turns it on).
+    "export": {"validation_fraction": 0.2, "dedup": {"enabled": False}},
 }
 
 

@@ -29,6 +29,7 @@ class FakeRequest:
     headers: dict[str, str]
     body: bytes
     at: float = field(default_factory=time.monotonic)
+    query: str = ""  # the raw query string, without "?"
 
     def json(self) -> Any:
         """The body parsed as JSON (None when empty)."""
@@ -111,6 +112,7 @@ class FakeOpenAI:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out at once: no 40 ms delayed-ACK stalls
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the default log
                 pass
@@ -118,7 +120,8 @@ class FakeOpenAI:
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
-                request = FakeRequest(self.command, self.path.split("?")[0], dict(self.headers), body)
+                path, _, query = self.path.partition("?")
+                request = FakeRequest(self.command, path, dict(self.headers), body, query=query)
                 with server._lock:
                     server.requests.append(request)
                 handler = next(

@@ -12,7 +12,7 @@ from distill.cli import main
 from distill.lint import lint_file
 from distill.pipeline import generate, load_trajectories, reexport
 
-from .conftest import CORPUS
+from .conftest import BASE_CONFIG, CORPUS
 
 
 def _lines(path: Path) -> list[dict]:
@@ -104,7 +104,10 @@ def test_a_python_tool_that_raises_is_an_error_observation(make_config, tmp_path
 
 
 def test_over_token_limit_examples_are_rejected_at_export(make_config, tmp_path: Path) -> None:
-    config = make_config(export={"validation_fraction": 0.0, "max_example_tokens": 900})
+    config = make_config(
+        export={"validation_fraction": 0.0, "max_example_tokens": 900, "dedup": {"enabled": False}},
+        generation={**BASE_CONFIG["generation"], "max_extra_conversations": 0},  # no mix top-up
+    )
     result = generate(config, tmp_path / "run", progress=False)
     manifest = json.loads(result.manifest.read_text())
     over = manifest["rejects_by_reason"].get("over_token_limit", 0)

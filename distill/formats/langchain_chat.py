@@ -5,19 +5,21 @@ The prompt is built by langchain-classic's own `ConversationalChatAgent.create_p
 chat history (raw questions and plain-text answers of earlier turns, as `ConversationBufferWindowMemory` keeps
 them), the SUFFIX human message with the tools and the input, then the scratchpad (each earlier step's raw output
 and its TOOL RESPONSE). A fine-tuning line is the last call's messages plus the final answer; earlier turns'
-answers are history and carry `"weight": 0`.
+answers are history and carry `"weight": 0`. One action per message: parallel tool calls are not renderable.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from distill.config import Config
+from distill.formats import NotRenderable, Reading
 from distill.trajectory import Step, Trajectory, Turn
-from distill.validator import ToolSpec, check_action, render_action
+from distill.validator import Reason, ToolSpec, check_action, render_action
 
-__all__ = ["LangChainChatFormat", "STOP_SEQUENCES"]
+__all__ = ["STOP_SEQUENCES", "LangChainChatFormat"]
 
 # What ConversationalChatAgent binds as stop sequences (Agent._stop).
 STOP_SEQUENCES = ["\nObservation:", "\n\tObservation:"]
@@ -51,6 +53,7 @@ class LangChainChatFormat:
         self.memory_window = config.agent.memory_window
         self.tool_specs = {t.name: ToolSpec(t.name, t.input_schema) for t in config.tools}
         self.stop = list(STOP_SEQUENCES)
+        self._structured = frozenset(t.name for t in config.tools if t.structured)
         self._cache: dict[tuple[Any, str], tuple[tuple[str, str], ...]] = {}
         last = self.prompt.messages[-1]
         if getattr(last, "variable_name", None) != "agent_scratchpad":  # the assembly messages_for_step relies on
@@ -98,9 +101,20 @@ class LangChainChatFormat:
         return messages
 
     # -- parsing the model's answer ----------------------------------------------------------------------------
-    def check(self, text: str | None, finish_reason: str | None = None):  # noqa: ANN201 - Verdict
+    def check(self, text: str | None, finish_reason: str | None = None):
         """Strictly check one model answer against this agent's tools."""
         return check_action(text, self.tool_specs, finish_reason=finish_reason)
+
+    def read(self, reply: Any) -> Reading:
+        """A teacher reply (`TeacherReply`) checked strictly: one step (a tool call or the final answer)."""
+        text = reply.text
+        verdict = check_action(text, self.tool_specs, finish_reason=reply.finish_reason)
+        if not verdict.ok:
+            return Reading(ok=False, reason=str(verdict.reason), detail=verdict.detail, raw=text)
+        action, action_input = verdict.action.action, verdict.action.action_input
+        if action in self._structured:  # the record keeps structured arguments as canonical JSON text
+            action_input = json.dumps(json.loads(action_input), ensure_ascii=False)
+        return Reading(ok=True, steps=[Step(action=action, action_input=action_input, raw=text or "")])
 
     # -- fine-tuning lines ---------------------------------------------------------------------------------------
     def render_turn(self, earlier: Sequence[Turn], turn: Turn) -> dict[str, Any]:
@@ -116,4 +130,10 @@ class LangChainChatFormat:
 
     def render(self, trajectory: Trajectory) -> list[dict[str, Any]]:
         """Every turn of an accepted trajectory as its own fine-tuning line."""
+        if any(step.parallel for turn in trajectory.turns for step in turn.steps):
+            raise NotRenderable(
+                Reason.FORMAT_DEPENDENT,
+                "parallel tool calls cannot be rendered in langchain-chat (one action per message); "
+                "regenerate with this format or export with agent.format: openai-tools",
+            )
         return [self.render_turn(trajectory.turns[:i], turn) for i, turn in enumerate(trajectory.turns)]

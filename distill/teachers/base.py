@@ -1,8 +1,9 @@
 """What every teacher is: an async `complete(request) -> reply`, plus the factory that picks one from the config.
 
-A `TeacherRequest` holds exactly what is sent to the model (messages, parameters, response_format) and a `context`
-that is never sent: the plan behind the request (its chunk, the intended tool), which only the offline teacher
-reads. A `TeacherReply` keeps the raw text, finish reason and usage, whatever they are; parsing happens elsewhere.
+A `TeacherRequest` holds exactly what is sent to the model (messages, parameters, response_format, and for native
+tool calling `tools` / `tool_choice` / `parallel_tool_calls`) and a `context` that is never sent: the plan behind the
+request (its chunk, the intended tool), which only the offline teacher reads. A `TeacherReply` keeps the raw text,
+tool calls, finish reason and usage, whatever they are; parsing happens elsewhere.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ class TeacherRequest:
     params: dict[str, Any] = field(default_factory=dict)
     response_format: dict[str, Any] | None = None
     context: dict[str, Any] = field(default_factory=dict)
+    tools: list[dict[str, Any]] | None = None  # native tool calling: [{"type": "function", "function": {...}}]
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
     def key(self, model: str) -> str:
         """A content hash of everything that determines the request (for caching and the ledger)."""
@@ -35,6 +39,10 @@ class TeacherRequest:
             "params": self.params,
             "response_format": self.response_format,
         }
+        for name in ("tools", "tool_choice", "parallel_tool_calls"):  # only when set: other keys stay as they were
+            value = getattr(self, name)
+            if value is not None:
+                payload[name] = value
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -47,6 +55,7 @@ class TeacherReply:
     finish_reason: str | None = "stop"
     usage: dict[str, int] = field(default_factory=dict)
     model: str = ""
+    tool_calls: list[dict[str, Any]] | None = None  # [{"id", "type": "function", "function": {"name", "arguments"}}]
 
 
 class TeacherCallError(Exception):

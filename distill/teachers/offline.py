@@ -4,6 +4,9 @@ It exists so that distill runs end to end on a fresh machine with no key (the de
 writes questions from sentences of the planned chunk, searches with the question's key terms, and answers with the
 retrieved sentence that best matches the question; it answers small talk directly and asks follow-ups about other
 sentences of the same chunk. Same config and seed, same output. The manifest says plainly that it wrote the data.
+The same policy answers in either agent format: a LangChain JSON blob, or native `tool_calls` when the request
+carries `tools` (two parallel searches for some questions when `parallel_tool_calls` is allowed); it also writes
+simulated tools' observations deterministically (`distill.simulated.simulate_offline`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from distill.config import Config, PythonTool
+from distill.config import Config, PythonTool, RetrieverTool, SimulatedTool
 from distill.teachers.base import TeacherReply, TeacherRequest
 from distill.validator import FINAL_ANSWER, render_action
 
@@ -128,9 +131,15 @@ class OfflineTeacher:
         self._config = config
 
     async def complete(self, request: TeacherRequest) -> TeacherReply:
-        """Answer a question-synthesis or rollout request from its context."""
+        """Answer a question-synthesis, rollout or simulated-tool request from its context."""
         if request.stage == "questions":
             text = json.dumps({"questions": self._questions(request.context)})
+        elif request.stage == "simulate":
+            from distill.simulated import simulate_offline
+
+            text = simulate_offline(request.context)
+        elif request.tools is not None:  # native tool calling: answer with tool_calls
+            return self._native(request)
         else:
             text = self._act(request.context)
         return TeacherReply(text=text, finish_reason="stop", usage={}, model=self.model)
@@ -144,8 +153,9 @@ class OfflineTeacher:
         rng = random.Random(plan.seed)
         if plan.kind == "direct":
             return [rng.choice(_DIRECT)[0]]
-        if isinstance(tool, PythonTool) and tool.examples:
-            first = rng.choice(tool.examples).question
+        if not isinstance(tool, RetrieverTool) and tool is not None and tool.examples:
+            example = rng.choice(tool.examples)
+            first = _vary(example, rng) if tool.structured else example.question
         else:
             sentences = _sentences(chunk.text) or [chunk.text]
             first = rng.choice(_ASK).format(t=_topic(rng.choice(sentences), rng))
@@ -157,32 +167,80 @@ class OfflineTeacher:
 
     # -- acting ----------------------------------------------------------------------------------------------------
     def _act(self, ctx: dict[str, Any]) -> str:
+        return render_action(*self._decide(ctx, parallel=False)[0])
+
+    def _native(self, request: TeacherRequest) -> TeacherReply:
+        """The same policy answered as native tool calls (agent.format openai-tools)."""
+        ctx = request.context
+        decided = self._decide(ctx, parallel=bool(request.parallel_tool_calls))
+        if decided[0][0] == FINAL_ANSWER:
+            return TeacherReply(text=decided[0][1], finish_reason="stop", usage={}, model=self.model)
+        calls = []
+        for k, (name, action_input) in enumerate(decided):
+            tool = self._config.tool(name)
+            arguments = action_input if tool.structured else json.dumps({"input": action_input}, ensure_ascii=False)
+            call_id = f"call_{ctx['plan'].id}_{ctx['turn']}_{len(ctx['steps']) + k}"
+            calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
+        return TeacherReply(text=None, finish_reason="tool_calls", usage={}, model=self.model, tool_calls=calls)
+
+    def _decide(self, ctx: dict[str, Any], *, parallel: bool) -> list[tuple[str, str]]:
+        """The next action(s) as (action, action_input): one, or two parallel searches when `parallel`."""
         plan, question, steps = ctx["plan"], ctx["question"], ctx["steps"]
         if question in _DIRECT_ANSWERS and plan.kind == "direct":
-            return render_action(FINAL_ANSWER, _DIRECT_ANSWERS[question])
+            return [(FINAL_ANSWER, _DIRECT_ANSWERS[question])]
         tool = self._config.tool(plan.tool) if plan.tool else None
         if not steps:
             if tool is None:
-                return render_action(FINAL_ANSWER, "I'm not sure; could you rephrase that?")
-            if isinstance(tool, PythonTool):
-                example = next((e for e in tool.examples if e.question == question), None)
-                return render_action(tool.name, example.input if example else question)
-            query = " ".join(_terms(question, limit=6)) or question
-            return render_action(tool.name, query)
-        last = steps[-1]
-        if last.tool_error:
-            return render_action(FINAL_ANSWER, f"I tried to use {last.action}, but it failed: {last.observation}")
+                return [(FINAL_ANSWER, "I'm not sure; could you rephrase that?")]
+            if not isinstance(tool, RetrieverTool):
+                follow_up = ctx["turn"] > 0 and _example_input(tool, question) is None
+                search = next((t for t in self._config.tools if isinstance(t, RetrieverTool)), None)
+                if not (follow_up and search is not None):  # follow-ups ask about the chunk: search it
+                    return [(tool.name, self._tool_input(tool, plan, question))]
+                tool = search
+            terms = _terms(question, limit=6)
+            if parallel and len(terms) >= 3 and plan.seed % 2 == 0:  # split the search in two, run both at once
+                half = len(terms) // 2
+                return [(tool.name, " ".join(terms[:half])), (tool.name, " ".join(terms[half:]))]
+            return [(tool.name, " ".join(terms) or question)]
+        batch = [steps[-1]]
+        while batch[0].parallel and len(batch) < len(steps):
+            batch.insert(0, steps[-1 - len(batch)])
+        last = batch[-1]
+        failed = next((s for s in batch if s.tool_error), None)
+        if failed is not None:
+            return [(FINAL_ANSWER, f"I tried to use {failed.action}, but it failed: {failed.observation}")]
+        tool = self._config.tool(last.action)
         if isinstance(tool, PythonTool):
-            return render_action(FINAL_ANSWER, f"The result is {last.observation}.")
-        return render_action(FINAL_ANSWER, self._answer_from(question, last.observation or ""))
+            return [(FINAL_ANSWER, f"The result is {last.observation}.")]
+        if isinstance(tool, SimulatedTool):
+            return [(FINAL_ANSWER, f"Here is what {tool.name} returned: {_summary(last.observation or '')}")]
+        return [(FINAL_ANSWER, self._answer_from(question, *(s.observation or "" for s in batch)))]
 
     @staticmethod
-    def _answer_from(question: str, observation: str) -> str:
-        try:
-            docs = ast.literal_eval(observation)
-        except (ValueError, SyntaxError):
-            docs = [observation]
-        if not isinstance(docs, list) or not docs:
+    def _tool_input(tool: Any, plan: Any, question: str) -> str:
+        """The example's input for this question; else the question (string tools) or sampled arguments."""
+        found = _example_input(tool, question)
+        if found is not None:
+            return found if isinstance(found, str) else json.dumps(found, ensure_ascii=False)
+        if not tool.structured:
+            return question
+        from distill.simulated import sample_instance
+
+        rng = random.Random(f"{plan.seed}:{tool.name}")
+        arguments = sample_instance(tool.input_schema, rng, examples=[e.input for e in tool.examples])
+        return json.dumps(arguments, ensure_ascii=False)
+
+    @staticmethod
+    def _answer_from(question: str, *observations: str) -> str:
+        docs: list[Any] = []
+        for observation in observations:
+            try:
+                found = ast.literal_eval(observation)
+            except (ValueError, SyntaxError):
+                found = [observation]
+            docs.extend(found if isinstance(found, list) else [])
+        if not docs:
             return "I couldn't find anything about that in the documents."
         wanted = {t.lower() for t in _terms(question, limit=8)}
         best, best_score = "", -1
@@ -194,3 +252,72 @@ class OfflineTeacher:
         if best_score <= 0:
             return "I couldn't find anything specific about that in the documents."
         return f"According to the documentation: {best}"
+
+
+def _summary(observation: str) -> str:
+    """A simulated tool's JSON output told in words: its top-level scalar fields, else the text itself."""
+    try:
+        value = json.loads(observation)
+    except ValueError:
+        return observation
+    if not isinstance(value, dict):
+        return observation
+    words = {True: "yes", False: "no"}
+    parts = [
+        f"{k.replace('_', ' ')}: {words.get(v, v) if isinstance(v, bool) else v}"
+        for k, v in value.items()
+        if isinstance(v, str | int | float) and v != ""
+    ]
+    return "; ".join(parts) + "." if parts else observation
+
+
+_DIGIT = re.compile(r"[0-9]")
+
+
+def _ids(value: Any) -> list[str]:
+    """The string values of a structured input that contain digits (ids such as INV-204518)."""
+    if isinstance(value, str):
+        return [value] if _DIGIT.search(value) else []
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _ids(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _ids(v)]
+    return []
+
+
+def _replace(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, dict):
+        return {k: _replace(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace(v, old, new) for v in value]
+    return value
+
+
+def _vary(example: Any, rng: random.Random) -> str:
+    """The example's question with the ids it mentions given new digits (the call's input follows, _example_input)."""
+    question = example.question
+    for old in _ids(example.input):
+        if old in question:
+            question = question.replace(old, _DIGIT.sub(lambda _: str(rng.randrange(10)), old))
+    return question
+
+
+def _example_input(tool: Any, question: str) -> Any:
+    """The input of the example asked by `question`, ids included when the question varies them; else None."""
+    for example in tool.examples:
+        if example.question == question:
+            return example.input
+    for example in tool.examples:
+        if not isinstance(example.input, dict) or len(example.question) != len(question):
+            continue
+        if _DIGIT.sub("#", example.question) != _DIGIT.sub("#", question):
+            continue
+        value = example.input
+        for old in _ids(example.input):
+            at = example.question.find(old)
+            if at >= 0:
+                value = _replace(value, old, question[at : at + len(old)])
+        return value
+    return None

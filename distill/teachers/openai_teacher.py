@@ -1,20 +1,45 @@
-"""The OpenAI teacher in its simple form: the official async client, a bound on requests in flight, SDK retries.
+"""The OpenAI teacher: builds the chat-completions body of a request, asks the ledger, else sends it via the engine.
 
 Works against OpenAI or any OpenAI-compatible endpoint: `teacher.base_url`, else `OPENAI_BASE_URL`. The key is read
-from `OPENAI_API_KEY` only and never written anywhere.
+from `OPENAI_API_KEY` only and never written anywhere. Rate limits, retries, the circuit breaker and the budget are
+the engine's (distill/teachers/engine.py); a run folder's ledger and meter are attached with `use_run`. Replies are
+read from the raw response body (`reply_from_body`), the same way for a fresh answer and for one from the ledger.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
 from distill.config import Config
+from distill.costs import Meter
 from distill.errors import TeacherError
+from distill.ledger import Ledger
 from distill.teachers.base import TeacherCallError, TeacherReply, TeacherRequest
+from distill.teachers.engine import Engine, build_clients, usage_of
 
-__all__ = ["OpenAITeacher"]
+__all__ = ["OpenAITeacher", "reply_from_body"]
+
+
+def reply_from_body(body: Any, model: str) -> TeacherReply:
+    """A TeacherReply from a chat.completion JSON body (content, tool calls, finish reason, usage)."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not choices or not isinstance(choices[0], dict):
+        raise TeacherCallError("no_choices", "the endpoint returned no choices")
+    choice = choices[0]
+    message = choice.get("message") or {}
+    calls = [
+        {"id": c.get("id"), "type": "function", "function": {"name": f.get("name"), "arguments": f.get("arguments")}}
+        for c in message.get("tool_calls") or ()
+        if isinstance(c, dict) and isinstance(f := c.get("function"), dict)
+    ]
+    return TeacherReply(
+        text=message.get("content"),
+        finish_reason=choice.get("finish_reason"),
+        usage=usage_of(body),
+        model=body.get("model") or model,
+        tool_calls=calls or None,
+    )
 
 
 class OpenAITeacher:
@@ -33,49 +58,37 @@ class OpenAITeacher:
                     hint="export OPENAI_API_KEY=... (and OPENAI_BASE_URL for another endpoint), "
                     "or set teacher.provider: offline",
                 )
-            from openai import AsyncOpenAI
+            base_url = config.teacher.base_url or os.environ.get("OPENAI_BASE_URL") or None
+            clients = build_clients(config.teacher, key, base_url)
+        else:
+            clients = [client]
+        self.ledger: Ledger | None = None
+        self.meter: Meter | None = None
+        self.engine = Engine(config.teacher, clients, model=self.model)
 
-            client = AsyncOpenAI(
-                api_key=key,
-                base_url=config.teacher.base_url or os.environ.get("OPENAI_BASE_URL") or None,
-                max_retries=config.teacher.max_retries,
-                timeout=config.teacher.timeout_s,
-            )
-        self._client = client
-        self._slots = asyncio.Semaphore(config.teacher.concurrency)
+    def use_run(self, ledger: Ledger | None, meter: Meter | None) -> None:
+        """Answer from (and record into) a run folder's ledger; count requests, tokens and dollars in `meter`."""
+        self.ledger = self.engine.ledger = ledger
+        self.meter = self.engine.meter = meter
 
     async def complete(self, request: TeacherRequest) -> TeacherReply:
-        """One chat completion; HTTP failures after the SDK's retries become TeacherCallError."""
-        import openai
-
+        """One chat completion, from the ledger when it was answered before; failures become TeacherCallError."""
+        key = request.key(self.model)
+        if self.ledger is not None:
+            stored = self.ledger.lookup(key)
+            if stored is not None:
+                if self.meter is not None:
+                    self.meter.record(request.stage, stored.usage, hit=True)
+                return reply_from_body(stored.body(), self.model)
         kwargs: dict[str, Any] = {"model": self.model, "messages": request.messages, **request.params}
         if request.response_format is not None:
             kwargs["response_format"] = request.response_format
-        async with self._slots:
-            try:
-                response = await self._client.chat.completions.create(**kwargs)
-            except openai.APIStatusError as exc:
-                raise TeacherCallError(f"http_{exc.status_code}", str(exc)[:500]) from None
-            except openai.APITimeoutError as exc:
-                raise TeacherCallError("timeout", str(exc)[:500]) from None
-            except openai.APIConnectionError as exc:
-                raise TeacherCallError("connection_error", str(exc)[:500]) from None
-        if not response.choices:
-            raise TeacherCallError("no_choices", "the endpoint returned no choices")
-        choice = response.choices[0]
-        usage = response.usage
-        details = getattr(usage, "prompt_tokens_details", None) if usage else None
-        return TeacherReply(
-            text=choice.message.content,
-            finish_reason=choice.finish_reason,
-            usage={
-                "input": getattr(usage, "prompt_tokens", 0) or 0,
-                "cached_input": (getattr(details, "cached_tokens", 0) or 0) if details else 0,
-                "output": getattr(usage, "completion_tokens", 0) or 0,
-            },
-            model=response.model or self.model,
-        )
+        for name in ("tools", "tool_choice", "parallel_tool_calls"):
+            if getattr(request, name) is not None:
+                kwargs[name] = getattr(request, name)
+        body = await self.engine.send(kwargs, key=key, stage=request.stage)
+        return reply_from_body(body, self.model)
 
     async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.close()
+        """Close the HTTP clients."""
+        await self.engine.aclose()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -26,7 +27,15 @@ from distill.eval_report import EvalReport, ModelResult, Transcript, TranscriptS
 from distill.trajectory import Step
 from distill.validator import FINAL_ANSWER
 
-__all__ = ["EvalError", "EvalQuestion", "ModelClient", "evaluate", "few_shot_demos", "load_questions"]
+__all__ = [
+    "EvalError",
+    "EvalQuestion",
+    "ModelClient",
+    "evaluate",
+    "few_shot_demos",
+    "load_questions",
+    "split_model_spec",
+]
 
 
 class EvalError(DistillError):
@@ -130,6 +139,15 @@ def few_shot_demos(run_dir: Path, k: int) -> list[dict[str, Any]]:
 
 
 # -- the model endpoint ----------------------------------------------------------------------------------------------
+_AT_URL = re.compile(r"^(?P<model>.+)@(?P<url>https?://\S+)$")
+
+
+def split_model_spec(spec: str) -> tuple[str, str | None]:
+    """"MODEL" or "MODEL@http://host:port/v1" (a model on its own endpoint) -> (model, url or None)."""
+    match = _AT_URL.match(spec.strip())
+    return (match["model"], match["url"]) if match else (spec.strip(), None)
+
+
 class ModelCallError(Exception):
     """A model call that got no answer after the SDK's retries; `reason` is machine-readable."""
 
@@ -291,7 +309,12 @@ def evaluate(
 
     if not models:
         raise EvalError("no model to evaluate", hint="pass --model NAME (repeat it to compare models)")
-    dupes = sorted(m for m, c in Counter(models).items() if c > 1)
+    for name, value, least in (("concurrency", concurrency, 1), ("max_tokens", max_tokens, 1),
+                               ("few_shot", few_shot, 0), ("n", n or 0, 0)):
+        if value < least:
+            raise EvalError(f"{name} must be at least {least}, got {value}")
+    specs = [split_model_spec(m) for m in models]
+    dupes = sorted(m for m, c in Counter(name for name, _ in specs).items() if c > 1)
     if dupes:
         raise EvalError(f"model(s) given twice: {', '.join(dupes)}")
     run_dir = Path(run) if run is not None else default_run_dir(config)
@@ -309,13 +332,15 @@ def evaluate(
         questions=len(held_out), settings={"max_steps": config.agent.max_steps, "few_shot": few_shot,
                                             "base_url": base_url or os.environ.get("OPENAI_BASE_URL"), **params},
     )
-    for model in models:
-        client = ModelClient(model, base_url, max_retries=config.teacher.max_retries, timeout_s=config.teacher.timeout_s)
+    for model, url in specs:
+        client = ModelClient(model, url or base_url, max_retries=config.teacher.max_retries,
+                             timeout_s=config.teacher.timeout_s)
         player = _Player(config, fmt, toolbox, client, params, demos)
         started = time.perf_counter()
         transcripts = asyncio.run(_run_model(player, held_out, concurrency, progress))
         seconds = time.perf_counter() - started
-        report.models[model] = ModelResult(model, transcripts, seconds=seconds, completion_tokens=player.tokens)
+        report.models[model] = ModelResult(model, transcripts, seconds=seconds, completion_tokens=player.tokens,
+                                           base_url=client.base_url)
     report.write(Path(out) if out is not None else run_dir / "eval")
     return report
 

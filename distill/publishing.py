@@ -1,0 +1,157 @@
+"""Publish a run folder to the Hugging Face Hub: a `DatasetDict` (train, validation) and a provenance card.
+
+`publish(run, repo)` reads `train.jsonl`, `validation.jsonl` and `manifest.json`, turns each fine-tuning line into a
+row whose schema is fixed across rows (see `example_to_row`: dict-shaped values such as tool calls and tool
+definitions are stored as JSON strings, so Arrow cannot merge their keys and fill the gaps with nulls), builds a
+`DatasetCard` that says how the data was made (teacher, agent format, tools, mix, counts, reject reasons, token
+statistics, the config with no secrets, a load snippet) and pushes both with `DatasetDict.push_to_hub` and
+`DatasetCard.push_to_hub`. `dry_run=DIR` writes the same files (`README.md`, `data/<split>-00000-of-0000N.parquet`)
+to DIR instead, so that `datasets.load_dataset(DIR)` loads exactly what would be pushed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.config import Config
+from distill.dataset_card import build_card, config_of
+from distill.dataset_rows import build_dataset, read_splits, shard_paths
+from distill.errors import PublishError, RunFolderError
+
+__all__ = ["PublishResult", "publish", "resolve_hf_token"]
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass
+class PublishResult:
+    """What was (or, with a dry run, would be) pushed."""
+
+    repo_id: str
+    url: str
+    rows: dict[str, int]
+    files: list[str]
+    card: str
+    dry_run: Path | None = None
+    commits: list[str] = field(default_factory=list)
+
+
+def _read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "manifest.json"
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir} has no manifest.json", hint="run `distill generate CONFIG` first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def resolve_hf_token(token: str | None = None) -> str:
+    """The Hub token: the argument, else HF_TOKEN, else huggingface_hub's stored login; a clear error if none."""
+    if token:
+        return token
+    from huggingface_hub import get_token
+
+    found = os.environ.get("HF_TOKEN") or get_token()
+    if not found:
+        raise PublishError(
+            "no Hugging Face token: HF_TOKEN is not set and huggingface_hub has no stored login",
+            hint="export HF_TOKEN=hf_... (a token with write access) or run `hf auth login`; "
+            "`--dry-run DIR` needs no token",
+        )
+    return found
+
+
+def _write(dataset: Any, card: Any, out_dir: Path) -> list[str]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = ["README.md"]
+    (out_dir / "README.md").write_text(str(card), encoding="utf-8")
+    for split, paths in shard_paths(dataset).items():
+        for index, rel in enumerate(paths):
+            target = out_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            dataset[split].shard(num_shards=len(paths), index=index, contiguous=True).to_parquet(str(target))
+            files.append(rel)
+    return files
+
+
+def publish(
+    run: str | os.PathLike[str],
+    repo: str,
+    *,
+    private: bool = False,
+    dry_run: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+    config: Config | None = None,
+) -> PublishResult:
+    """Push a run folder's train/validation files and a provenance card to the Hub dataset repo `repo`
+    (`owner/name`); with `dry_run=DIR`, write exactly those files to DIR instead (no token needed).
+
+    The card describes the config recorded in the run's manifest; `config` (another config) only supplies the
+    card's `publish:` section (license, tags, title)."""
+    if not _REPO_ID.match(repo):
+        raise PublishError(f"{repo!r} is not a Hub repo id", hint="use OWNER/NAME, e.g. my-org/my-agent-data")
+    if dry_run is None:
+        token = resolve_hf_token(token)  # before any work
+    run_dir = Path(run)
+    manifest = _read_manifest(run_dir)
+    run_config = config_of(manifest)
+    override = config.publish if config is not None else None
+    if override is not None and isinstance(manifest.get("config"), dict):
+        manifest = {**manifest, "config": {**manifest["config"], "publish": override.model_dump(mode="json")}}
+    dataset = build_dataset(read_splits(run_dir))
+    card = build_card(manifest, run_config, repo, dataset, publish=override, secrets=[token])
+    rows = {split: len(ds) for split, ds in dataset.items()}
+    files = ["README.md", *(p for paths in shard_paths(dataset).values() for p in paths)]
+    if dry_run is not None:
+        out = Path(dry_run)
+        written = _write(dataset, card, out)
+        return PublishResult(repo, f"https://huggingface.co/datasets/{repo}", rows, written, str(card), out)
+    return _push(dataset, card, repo, private=private, token=token, rows=rows, files=files)
+
+
+def _push(
+    dataset: Any,
+    card: Any,
+    repo: str,
+    *,
+    private: bool,
+    token: str | None,
+    rows: dict[str, int],
+    files: list[str],
+) -> PublishResult:
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    shards = {split: len(paths) for split, paths in shard_paths(dataset).items()}
+    summary = ", ".join(f"{n} {s}" for s, n in rows.items())
+    try:
+        data_commit = dataset.push_to_hub(
+            repo,
+            private=private,
+            token=token,
+            num_shards=shards,
+            commit_message=f"distill: upload {summary} rows",
+        )
+        card_commit = card.push_to_hub(
+            repo, token=token, repo_type="dataset", commit_message="distill: dataset card with provenance"
+        )
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        hint = {
+            401: "the token was refused: check HF_TOKEN or run `hf auth login` again",
+            403: "the token cannot write to this repo: use a write token, or a repo under your own name",
+        }.get(status or 0)
+        raise PublishError(f"the Hub refused the upload to {repo}: {exc}", hint=hint) from None
+    except httpx2.TransportError as exc:
+        raise PublishError(
+            f"cannot reach the Hub to upload {repo}: {exc}", hint="check the network (and HF_ENDPOINT); rerun"
+        ) from None
+    except ValueError as exc:  # the Hub's card validation (POST /api/validate-yaml) answered 400
+        raise PublishError(f"the Hub rejected the dataset card of {repo}: {exc}") from None
+    commits = [str(getattr(c, "oid", c)) for c in (data_commit, card_commit)]
+    return PublishResult(
+        repo, f"https://huggingface.co/datasets/{repo}", rows, files, str(card), None, commits
+    )

@@ -1,0 +1,244 @@
+"""Resume: a run folder's finished conversations, its ledger and meter, and how a stopped run says how to go on.
+
+`RunSession.open` is called by `generate` once the plans are fixed. It reads `run.json` (the fingerprint of what
+determines the conversations: the config without its speed, budget and export keys, the plans and the chunk texts)
+and `trajectories.jsonl`. When the fingerprint matches, the accepted and rejected conversations found there are kept
+and not run again; failed ones (no teacher answer after the retries) are dropped and tried again, and a last line
+cut short by a kill -9 is dropped. When it does not match (or with `fresh`), every conversation runs again; the
+ledger still answers every request it holds, so nothing already paid is paid again.
+
+While the rollouts run, each finished conversation is appended to `trajectories.jsonl` with one `write` (O_APPEND),
+so an interrupted run never loses a finished conversation and never writes one twice. At the end the file is
+rewritten in plan order. A teacher that talks to an endpoint (it has `use_run`) gets the run folder's ledger
+(`ledger.sqlite`) and a `Meter` (distill/costs.py). When the engine stops the run (circuit breaker, budget), the
+workers stop taking conversations, the requests in flight finish and are stored, and `check_stopped` raises one
+`RunStopped` that says what happened, what is saved and the command that resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from distill.config import Config
+from distill.costs import Meter
+from distill.errors import RunStopped
+from distill.ledger import LEDGER_FILE, Ledger
+from distill.trajectory import Plan, Trajectory
+
+__all__ = ["RUN_STATE", "TRAJECTORIES", "RunSession", "fingerprint"]
+
+RUN_STATE = "run.json"
+TRAJECTORIES = "trajectories.jsonl"
+# Keys that change neither a request nor a conversation: changing them keeps the finished conversations.
+_NEUTRAL_TEACHER = ("concurrency", "max_retries", "timeout_s", "rpm", "tpm", "backoff_s", "breaker_s", "price", "base_url")
+
+
+def fingerprint(config: Config, plans: Sequence[Plan], chunk_texts: Sequence[str]) -> str:
+    """A hash of what determines the conversations of a run."""
+    data = config.model_dump(mode="json")
+    for key in ("name", "export", "publish"):
+        data.pop(key, None)
+    for key in _NEUTRAL_TEACHER:
+        data["teacher"].pop(key, None)
+    data["teacher"]["provider"] = config.teacher.resolved_provider()
+    data["generation"].pop("max_cost_usd", None)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
+    for plan in plans:
+        digest.update(plan.model_dump_json().encode())
+    for text in chunk_texts:
+        digest.update(hashlib.sha256(text.encode()).digest())
+    return digest.hexdigest()[:32]
+
+
+def _read_finished(path: Path) -> tuple[dict[str, Trajectory], dict[str, str], int]:
+    """Finished (accepted / rejected) conversations of a trajectories file, their lines, and lines dropped."""
+    finished: dict[str, Trajectory] = {}
+    lines: dict[str, str] = {}
+    dropped = 0
+    if not path.is_file():
+        return finished, lines, dropped
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                trajectory = Trajectory.model_validate_json(line)
+            except ValueError:  # a line cut short by a kill
+                dropped += 1
+                continue
+            if trajectory.outcome == "failed" or trajectory.id in finished:
+                dropped += 1
+                continue
+            finished[trajectory.id] = trajectory
+            lines[trajectory.id] = line if line.endswith("\n") else line + "\n"
+    return finished, lines, dropped
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+class RunSession:
+    """One invocation's view of a run folder: what is finished, where new conversations go, what was paid."""
+
+    def __init__(self, config: Config, run_dir: Path | None, teacher: Any) -> None:
+        self.config, self.run_dir, self.teacher = config, run_dir, teacher
+        self.finished: dict[str, Trajectory] = {}
+        self.resumed = 0
+        self.recorded = 0
+        self.ledger: Ledger | None = None
+        self.meter: Meter | None = None
+        self.stopped: RunStopped | None = None
+        self._fd: int | None = None
+
+    @classmethod
+    def ephemeral(cls, config: Config, teacher: Any) -> RunSession:
+        """A session without a run folder (nothing resumed, nothing written)."""
+        return cls(config, None, teacher)
+
+    @classmethod
+    def open(
+        cls,
+        config: Config,
+        run_dir: Path,
+        plans: Sequence[Plan],
+        chunk_texts: Sequence[str],
+        *,
+        teacher: Any = None,
+        fresh: bool = False,
+        from_ledger: bool = False,
+    ) -> RunSession:
+        """Resume `run_dir` (see the module doc); `from_ledger` answers every request from the ledger only."""
+        if from_ledger:
+            from distill.teachers.replay import LedgerTeacher
+
+            if not (run_dir / LEDGER_FILE).is_file():
+                from distill.errors import RunFolderError
+
+                raise RunFolderError(
+                    f"{run_dir} has no {LEDGER_FILE}",
+                    hint="--from-ledger rebuilds a run that a real teacher generated; run `distill generate` first",
+                )
+            teacher = LedgerTeacher(config, None)
+        elif teacher is None:
+            from distill.teachers.base import make_teacher
+
+            teacher = make_teacher(config)
+        session = cls(config, run_dir, teacher)
+        print_ = fingerprint(config, plans, chunk_texts)
+        state_path, path = run_dir / RUN_STATE, run_dir / TRAJECTORIES
+        same = False
+        if state_path.is_file() and not (fresh or from_ledger):
+            try:
+                same = json.loads(state_path.read_text(encoding="utf-8")).get("fingerprint") == print_
+            except ValueError:
+                same = False
+        if same:
+            session.finished, lines, dropped = _read_finished(path)
+            session.resumed = len(session.finished)
+            if dropped:
+                _atomic_write(path, "".join(lines.values()))
+        elif path.exists():
+            path.unlink()
+        _atomic_write(state_path, json.dumps({"fingerprint": print_, "config_hash": config.config_hash()}) + "\n")
+        session._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        use_run = getattr(teacher, "use_run", None)
+        if use_run is not None:
+            session.ledger = Ledger.open(run_dir / LEDGER_FILE)
+            session.meter = Meter.for_config(config, spent_before_usd=session.ledger.total_usd())
+            use_run(session.ledger, session.meter)
+        return session
+
+    # -- during the rollouts ----------------------------------------------------------------------------------------
+    def done(self, plan_id: str) -> Trajectory | None:
+        """The conversation finished by an earlier invocation, if any."""
+        return self.finished.get(plan_id)
+
+    def record(self, trajectory: Trajectory) -> None:
+        """Append a finished conversation (one write: a kill leaves the file whole, or short of its last line)."""
+        self.recorded += 1
+        if self._fd is not None:
+            os.write(self._fd, (trajectory.model_dump_json() + "\n").encode())
+
+    @property
+    def metered(self) -> bool:
+        """True when the teacher's traffic is counted (a real endpoint)."""
+        return self.meter is not None
+
+    def postfix(self, tally: dict[str, int]) -> dict[str, Any]:
+        """The progress bar's figures: requests/s, accepted, rejected, failed, dollars."""
+        if self.meter is None:
+            return tally
+        figures = self.meter.postfix()
+        return {"req/s": figures["req/s"], **tally, "$": figures["$"]}
+
+    def stop(self, exc: RunStopped) -> None:
+        """Remember why the run stops (the first reason wins)."""
+        self.stopped = self.stopped or exc
+
+    def check_stopped(self) -> None:
+        """Raise the stop, with what is saved and how to resume, when the run stopped."""
+        if self.stopped is None:
+            return
+        exc = self.stopped
+        self.close()
+        where = f" in {self.run_dir}/" if self.run_dir else ""
+        saved = self.resumed + self.recorded
+        message = f"{exc.message}. {saved} finished conversation(s) are saved{where}"
+        if self.ledger is not None:
+            message += f" and every paid answer is in {LEDGER_FILE}"
+        config = self.config.path or "CONFIG"
+        out = f" --out {self.run_dir}" if self.run_dir else ""
+        hint = (exc.hint + ": " if exc.hint else "") + f"distill generate {config}{out}"
+        raise RunStopped(exc.reason, message, hint=hint) from None
+
+    # -- at the end ---------------------------------------------------------------------------------------------------
+    def finish(self, trajectories: Sequence[Trajectory]) -> dict[str, Any]:
+        """Rewrite trajectories.jsonl in plan order (atomically), close; returns the manifest's sections."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.run_dir is not None:
+            _atomic_write(self.run_dir / TRAJECTORIES, "".join(t.model_dump_json() + "\n" for t in trajectories))
+        sections = self.manifest()
+        self.close()
+        return sections
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest's `resume` and `teacher_usage` sections."""
+        out: dict[str, Any] = {"resume": {"resumed_conversations": self.resumed, "new_conversations": self.recorded}}
+        if self.meter is not None:
+            price = self.meter.price
+            usage: dict[str, Any] = {
+                "price_usd_per_1m_tokens": (
+                    {"input": price.input, "cached_input": price.cached_input, "output": price.output}
+                    if price
+                    else None
+                ),
+                "max_cost_usd": self.config.generation.max_cost_usd,
+                "this_invocation": self.meter.summary(),
+            }
+            if self.ledger is not None:
+                total = self.ledger.total_usd()
+                usage["run_folder"] = {"by_stage": self.ledger.totals(), "usd": round(total, 6) if price else None}
+            engine = getattr(self.teacher, "engine", None)
+            if engine is not None:
+                usage["limits"] = engine.limiter.describe()
+            out["teacher_usage"] = usage
+        return out
+
+    def close(self) -> None:
+        """Release the append handle and the ledger."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None

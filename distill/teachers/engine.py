@@ -1,0 +1,288 @@
+"""The teacher engine: sends chat completions to an OpenAI-compatible endpoint, keeps every answer, pays once.
+
+It drives the official `openai` client (`AsyncOpenAI`, `max_retries=0`) through its low-level `client.post(...,
+cast_to=httpx2.Response)`: the SDK keeps the endpoint, the key, the headers and the timeouts; the engine gets the
+raw response (status, headers, body bytes) and owns the retry loop. `chat.completions.create` would cost ~1.5 ms of
+CPU per request in request transforms and response models, and `with_raw_response` still pays the transforms; the raw
+body is what the ledger must store anyway. Connections are spread over clients of 8 (httpcore's pool scans all of
+its connections on every request, so one pool of 256 costs far more CPU than 32 pools of 8).
+
+Per request: the ledger is checked by the caller; the budget is reserved (`Meter.reserve`); the rate limiter paces
+the start (`teacher.rpm` / `tpm`, headers, 429s: distill/teachers/limits.py); a slot of `teacher.concurrency` is held
+while the request is in flight (never during a back-off wait). Outcomes:
+- 2xx: the raw body goes to the ledger with its usage, finish reason and timing, then the parsed JSON is returned.
+- 429: paced down and retried (after `retry-after-ms` / `Retry-After`, else a jittered back-off); rate-limit 429s do
+  not use up `teacher.max_retries`, so a 429 storm never loses a conversation. `insufficient_quota` stops the run.
+- 5xx, 408, 409, timeouts, dropped connections: retried up to `teacher.max_retries` times, waiting `teacher.backoff_s`
+  doubled per retry (capped at 60 s), with jitter; a `Retry-After` wins when given.
+- other 4xx: no retry. Failures after the retries are stored in the ledger and raised as `TeacherCallError(reason)`.
+- Circuit breaker: 401 / 403 / 404 (the key or the endpoint is wrong), or no success for `teacher.breaker_s` seconds
+  while requests kept failing, stop the run (`RunStopped`): every request afterwards raises it, in-flight requests
+  finish and are stored, and the message says what the endpoint answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from distill.config import TeacherConfig
+from distill.costs import Meter, cost_usd
+from distill.errors import RunStopped
+from distill.ledger import Ledger
+from distill.teachers.base import TeacherCallError
+from distill.teachers.limits import RateLimiter, retry_after
+
+__all__ = ["CLIENT_CONNECTIONS", "Engine", "build_clients", "usage_of"]
+
+CLIENT_CONNECTIONS = 8  # connections per client (see the module doc)
+_RETRYABLE = {408, 409, 500, 502, 503, 504, 520, 522, 524, 529}
+_FATAL = {401: "the key was refused", 403: "access was denied", 404: "the model or the URL does not exist"}
+_BREAKER_MIN_FAILURES = 3
+_RESUME_HINT = "finished conversations and every paid answer are kept; fix the cause, then rerun the same command"
+
+
+def build_clients(config: TeacherConfig, api_key: str, base_url: str | None) -> list[Any]:
+    """`ceil(concurrency / 8)` AsyncOpenAI clients without SDK retries, each with a pool of 8 connections."""
+    import httpx2
+    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+
+    count = -(-config.concurrency // CLIENT_CONNECTIONS)
+    per = min(config.concurrency, CLIENT_CONNECTIONS)
+    return [
+        AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=config.timeout_s,
+            http_client=DefaultAsyncHttpxClient(
+                limits=httpx2.Limits(max_connections=per, max_keepalive_connections=per),
+                timeout=httpx2.Timeout(config.timeout_s, connect=min(config.timeout_s, 10.0)),
+            ),
+        )
+        for _ in range(count)
+    ]
+
+
+def usage_of(body: Any) -> dict[str, int]:
+    """Input (prompt), cached input and output (completion) tokens of a chat.completion body."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return {"input": 0, "cached_input": 0, "output": 0}
+    details = usage.get("prompt_tokens_details") or {}
+    return {
+        "input": int(usage.get("prompt_tokens") or 0),
+        "cached_input": int((details.get("cached_tokens") if isinstance(details, dict) else 0) or 0),
+        "output": int(usage.get("completion_tokens") or 0),
+    }
+
+
+def _finish_reason(body: Any) -> str | None:
+    try:
+        return body["choices"][0].get("finish_reason")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+class _Attempt:
+    """What one HTTP attempt produced."""
+
+    __slots__ = ("headers", "latency", "reason", "sent_at", "status", "text")
+
+    def __init__(
+        self, status: int | None, headers: Any, text: str | None, reason: str | None, sent_at: float, now: float
+    ) -> None:
+        self.status, self.headers, self.text, self.reason = status, headers, text, reason
+        self.sent_at, self.latency = sent_at, now - sent_at
+
+    def describe(self) -> str:
+        if self.status is not None:
+            return f"HTTP {self.status}: {(self.text or '').strip()[:300]}"
+        return f"{self.reason}: {(self.text or '')[:300]}"
+
+
+class Engine:
+    """Sends request bodies with pacing, retries, a breaker, the budget and the ledger."""
+
+    def __init__(
+        self,
+        config: TeacherConfig,
+        clients: list[Any],
+        *,
+        model: str,
+        ledger: Ledger | None = None,
+        meter: Meter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config, self.model = config, model
+        self.ledger, self.meter = ledger, meter
+        self.limiter = RateLimiter(config.rpm, config.tpm, clock=clock, sleep=sleep)
+        self.stopped: RunStopped | None = None
+        self.first_request_at: float | None = None
+        self._clients = clients
+        self._clock, self._sleep = clock, sleep
+        self._rng = rng or random.Random()
+        per = CLIENT_CONNECTIONS if len(clients) > 1 else config.concurrency
+        slots = min(config.concurrency, per * len(clients))
+        self._per = per
+        self._free = list(range(slots - 1, -1, -1))
+        self._slots: asyncio.Semaphore | None = None
+        self._slot_count = slots
+        self._last_success = clock()
+        self._failures = 0
+
+    # -- the public call ------------------------------------------------------------------------------------------
+    async def send(self, body: dict[str, Any], *, key: str, stage: str) -> dict[str, Any]:
+        """POST /chat/completions; the answer is in the ledger before the parsed body is returned."""
+        if self.stopped:
+            raise self.stopped
+        blob = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        max_out = int(body.get("max_completion_tokens") or body.get("max_tokens") or 4096)
+        reserved = 0.0
+        if self.meter is not None and self.meter.budget_usd is not None:
+            try:
+                reserved = self.meter.reserve(self.meter.estimate_usd(len(blob) // 3, max_out))
+            except RunStopped as exc:
+                self.stopped = self.stopped or exc
+                raise self.stopped from None
+        try:
+            return await self._send(body, blob, key, stage, len(blob) // 4 + max_out)
+        finally:
+            if reserved and self.meter is not None:
+                self.meter.release(reserved)
+
+    async def _send(self, body: dict[str, Any], blob: bytes, key: str, stage: str, tokens: int) -> dict[str, Any]:
+        attempts = retries = limited = 0
+        while True:
+            if self.stopped:
+                raise self.stopped
+            attempts += 1
+            attempt = await self._attempt(body, tokens)
+            self.limiter.observe(attempt.status, attempt.headers, attempt.sent_at)
+            if attempt.status is not None and 200 <= attempt.status < 300:
+                self._last_success, self._failures = self._clock(), 0
+                return self._answered(attempt, blob, key, stage, attempts)
+            fatal = self._fatal(attempt)
+            tripped = fatal or self._breaker(attempt)
+            if tripped:
+                self._store_failure(attempt, blob, key, stage, attempts)
+                self.stopped = self.stopped or RunStopped("endpoint", tripped, hint=_RESUME_HINT)
+                raise self.stopped
+            if attempt.status == 429:
+                limited += 1
+                wait = retry_after(attempt.headers)
+                await self._sleep(wait * (1 + 0.1 * self._rng.random()) if wait is not None else self._backoff(limited))
+                continue
+            if self._retryable(attempt) and retries < self.config.max_retries:
+                retries += 1
+                wait = retry_after(attempt.headers)
+                await self._sleep(wait if wait is not None else self._backoff(retries))
+                continue
+            self._store_failure(attempt, blob, key, stage, attempts)
+            raise TeacherCallError(attempt.reason or "error", attempt.describe())
+
+    # -- one HTTP attempt -----------------------------------------------------------------------------------------
+    async def _attempt(self, body: dict[str, Any], tokens: int) -> _Attempt:
+        import httpx2
+        import openai
+
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._slot_count)
+        async with self._slots:
+            slot = self._free.pop()
+            try:
+                await self.limiter.acquire(tokens)
+                if self.stopped:
+                    raise self.stopped
+                client = self._clients[slot // self._per]
+                started = self._clock()
+                if self.first_request_at is None:
+                    self.first_request_at = time.perf_counter()
+                try:
+                    response = await client.post("/chat/completions", body=body, cast_to=httpx2.Response)
+                    return _Attempt(response.status_code, response.headers, response.text, None, started, self._clock())
+                except openai.APIStatusError as exc:
+                    status, got = exc.status_code, exc.response
+                    return _Attempt(status, got.headers, got.text, f"http_{status}", started, self._clock())
+                except openai.APITimeoutError:
+                    text = f"no answer within {self.config.timeout_s:g} s"
+                    return _Attempt(None, None, text, "timeout", started, self._clock())
+                except openai.APIConnectionError as exc:
+                    cause = exc.__cause__ or exc
+                    text = f"{type(cause).__name__}: {cause}"
+                    return _Attempt(None, None, text, "connection_error", started, self._clock())
+            finally:
+                self._free.append(slot)
+
+    # -- outcomes -------------------------------------------------------------------------------------------------
+    def _answered(self, attempt: _Attempt, blob: bytes, key: str, stage: str, attempts: int) -> dict[str, Any]:
+        text = attempt.text or ""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            attempt.reason = "bad_response"
+            self._store_failure(attempt, blob, key, stage, attempts)
+            raise TeacherCallError("bad_response", f"HTTP {attempt.status} with a body that is not a chat.completion: "
+                                   f"{text[:200]}")
+        usage = usage_of(data)
+        usd = cost_usd(usage, self.meter.price) if self.meter is not None else None
+        if self.ledger is not None:
+            self.ledger.record(
+                key, ok=True, stage=stage, model=self.model, request=blob, response=text, status=attempt.status,
+                finish_reason=_finish_reason(data), usage=usage, cost_usd=usd, latency_s=round(attempt.latency, 4),
+                attempts=attempts,
+            )
+        if self.meter is not None:
+            self.meter.record(stage, usage)
+        return data
+
+    def _store_failure(self, attempt: _Attempt, blob: bytes, key: str, stage: str, attempts: int) -> None:
+        if self.meter is not None:
+            self.meter.record_failure(stage)
+        if self.ledger is not None:
+            self.ledger.record(
+                key, ok=False, stage=stage, model=self.model, request=blob, response=attempt.text,
+                status=attempt.status, reason=attempt.reason, latency_s=round(attempt.latency, 4), attempts=attempts,
+            )
+
+    @staticmethod
+    def _retryable(attempt: _Attempt) -> bool:
+        return attempt.status is None or attempt.status in _RETRYABLE or attempt.status >= 500
+
+    def _fatal(self, attempt: _Attempt) -> str | None:
+        """A message when the answer means no request can succeed (bad key, wrong endpoint, no quota left)."""
+        status = attempt.status
+        if status in _FATAL:
+            return f"stopped: the teacher endpoint answered {attempt.describe()} ({_FATAL[status]})"
+        if status == 429 and "insufficient_quota" in (attempt.text or ""):
+            return f"stopped: the teacher endpoint answered {attempt.describe()} (the account has no quota left)"
+        return None
+
+    def _breaker(self, attempt: _Attempt) -> str | None:
+        """A message when requests kept failing and nothing succeeded for `teacher.breaker_s` seconds."""
+        self._failures += 1
+        quiet = self._clock() - self._last_success
+        if self._failures >= _BREAKER_MIN_FAILURES and quiet >= self.config.breaker_s:
+            return (
+                f"stopped: no teacher request succeeded in the last {quiet:.0f} s ({self._failures} failed attempts "
+                f"in a row); the endpoint's last answer: {attempt.describe()}"
+            )
+        return None
+
+    def _backoff(self, n: int) -> float:
+        """Jittered exponential back-off: backoff_s x 2^(n-1), capped at 60 s, times a random 0.5..1."""
+        return min(60.0, self.config.backoff_s * 2 ** (n - 1)) * (0.5 + 0.5 * self._rng.random())
+
+    async def aclose(self) -> None:
+        """Close every client."""
+        for client in self._clients:
+            await client.close()
+
