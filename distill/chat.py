@@ -94,9 +94,16 @@ def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> A
     from langchain_core._api.deprecation import LangChainDeprecationWarning
     from langchain_core.tools import Tool
 
+    from distill.errors import DistillError
     from distill.index import ChunkIndex
     from distill.pipeline import default_run_dir
     from distill.tools import ToolBox
+
+    if config.agent.format != "langchain-chat":
+        raise DistillError(
+            f"distill chat runs LangChain's ConversationalChatAgent; this config's agent.format is {config.agent.format}",
+            hint="use a config with agent.format: langchain-chat",
+        )
 
     run_dir = Path(run) if run is not None else default_run_dir(config)
     needs_index = any(t.kind == "retriever" for t in config.tools)

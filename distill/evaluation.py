@@ -309,6 +309,11 @@ def evaluate(
 
     if not models:
         raise EvalError("no model to evaluate", hint="pass --model NAME (repeat it to compare models)")
+    if config.agent.format != "langchain-chat":
+        raise EvalError(
+            f"distill eval plays the langchain-chat agent; agent.format {config.agent.format} is not supported yet",
+            hint="evaluate with the langchain-chat rendering of the run (set agent.format: langchain-chat)",
+        )
     for name, value, least in (("concurrency", concurrency, 1), ("max_tokens", max_tokens, 1),
                                ("few_shot", few_shot, 0), ("n", n or 0, 0)):
         if value < least:

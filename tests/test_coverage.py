@@ -111,9 +111,10 @@ def test_without_budget_the_shortfall_is_reported_not_hidden(fake_openai, make_c
 
 
 def test_duplicates_count_against_the_mix_and_are_topped_up(make_config, tmp_path: Path) -> None:
-    # The offline teacher draws small talk from a pool of 16 questions, so repeats are certain.
+    # 150 conversations over the corpus' 24 chunks: the offline teacher's questions are bound to repeat.
     config = make_config(
-        generation={"conversations": 40, "seed": 0, "mix": {"tool": 0.5, "direct": 0.25, "multi_turn": 0.25}},
+        generation={"conversations": 150, "seed": 0, "mix_tolerance": 0.0,
+                    "mix": {"tool": 0.5, "direct": 0.25, "multi_turn": 0.25}},
         export={"validation_fraction": 0.2},  # dedup on (the default)
     )
     result = generate(config, tmp_path / "run", progress=False)

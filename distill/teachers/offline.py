@@ -73,7 +73,22 @@ _DIRECT = (
     ("What's a good way to start learning a new library?", "Start with its quick start, run the examples, then read the reference for the parts you use."),
     ("Is it OK if I ask you several questions?", "Absolutely, ask as many as you like."),
 )
-_DIRECT_ANSWERS = dict(_DIRECT)
+# Small talk is varied the way people vary it: an opener and a closer around the request.
+_OPENERS = ("", "Hi! ", "Hey there. ", "Hello, ", "Quick one: ", "Sorry to bother you. ", "Before we start: ", "Hmm, ")
+_CLOSERS = ("", " Thanks!", " Thank you.", " Cheers.")
+
+
+def _small_talk(rng: random.Random) -> str:
+    core = rng.choice(_DIRECT)[0]
+    opener, closer = rng.choice(_OPENERS), rng.choice(_CLOSERS)
+    if opener and core[0].isupper() and not core.startswith(("I ", "I'", "Is ")):
+        core = core[0].lower() + core[1:] if opener.endswith(", ") else core
+    return f"{opener}{core}{closer}"
+
+
+def _small_talk_answer(question: str) -> str | None:
+    low = question.lower()
+    return next((answer for core, answer in _DIRECT if core.lower() in low), None)
 
 
 _HEADING = re.compile(r"(^|\n)#+ [^\n]*")
@@ -152,7 +167,7 @@ class OfflineTeacher:
         plan, chunk, tool = ctx["plan"], ctx["chunk"], ctx["tool"]
         rng = random.Random(plan.seed)
         if plan.kind == "direct":
-            return [rng.choice(_DIRECT)[0]]
+            return [_small_talk(rng)]
         if not isinstance(tool, RetrieverTool) and tool is not None and tool.examples:
             example = rng.choice(tool.examples)
             first = _vary(example, rng) if tool.structured else example.question
@@ -186,8 +201,9 @@ class OfflineTeacher:
     def _decide(self, ctx: dict[str, Any], *, parallel: bool) -> list[tuple[str, str]]:
         """The next action(s) as (action, action_input): one, or two parallel searches when `parallel`."""
         plan, question, steps = ctx["plan"], ctx["question"], ctx["steps"]
-        if question in _DIRECT_ANSWERS and plan.kind == "direct":
-            return [(FINAL_ANSWER, _DIRECT_ANSWERS[question])]
+        answer = _small_talk_answer(question) if plan.kind == "direct" else None
+        if answer is not None:
+            return [(FINAL_ANSWER, answer)]
         tool = self._config.tool(plan.tool) if plan.tool else None
         if not steps:
             if tool is None:
