@@ -24,6 +24,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/offline_throughput.py
+	$(PY) benchmarks/index_speed.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check distill tests benchmarks configs
 
 clean:
 	rm -rf $(VENV) outputs/*/

@@ -438,7 +438,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
             parts.append(f"[{item}]")
         elif isinstance(previous, int) and item in TOOL_KINDS:
             pass  # pydantic's discriminator tag, not a YAML key
-        elif item.startswith("function-") or item.startswith("union["):
+        elif item.startswith(("function-", "union[")):
             pass
         else:
             parts.append(("." if parts else "") + item)
@@ -555,5 +555,5 @@ def resolve_callable(spec: str, base_dir: Path | None = None) -> Callable[[str],
             sys.path.remove(str(base_dir))
     func = getattr(module, attr, None)
     if not callable(func):
-        raise ImportError(f"module {module_name!r} has no callable {attr!r}")
+        raise ImportError(f"module {module_name!r} has no callable {attr!r}")  # noqa: TRY004 - reported as an import problem
     return func

@@ -109,7 +109,7 @@ def token_stats(counts: Sequence[int]) -> dict[str, float | int]:
     if not counts:
         return {"n": 0, "min": 0, "mean": 0, "median": 0, "p95": 0, "max": 0, "total": 0}
     ordered = sorted(counts)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return {
         "n": len(ordered),
         "min": ordered[0],

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["FakeOpenAI", "FakeRequest", "FakeResponse", "chat_completion"]
 
@@ -114,7 +114,7 @@ class FakeOpenAI:
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # headers and body go out at once: no 40 ms delayed-ACK stalls
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the default log
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def _handle(self) -> None:
@@ -149,7 +149,7 @@ class FakeOpenAI:
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
 
-            do_GET = do_POST = do_DELETE = _handle  # noqa: N815
+            do_GET = do_POST = do_DELETE = _handle
 
         class _Server(ThreadingHTTPServer):
             daemon_threads = True
@@ -169,7 +169,7 @@ class FakeOpenAI:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> FakeOpenAI:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

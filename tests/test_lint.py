@@ -18,7 +18,6 @@ from distill.lint import DEFAULT_MODEL, LintReport, Problem, format_report, lint
 from distill.tokens import count_example
 from distill.validator import FINAL_ANSWER, render_action
 
-
 SEARCH = "Vector Search Tool"
 TICKET = "Ticket Lookup"
 

@@ -24,9 +24,10 @@ _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 
 def _recording_model(responses: list[str]) -> Any:
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from pydantic import Field
 
     class RecordingChatModel(FakeListChatModel):
-        calls: list[dict[str, Any]] = []
+        calls: list[dict[str, Any]] = Field(default_factory=list)
 
         def _call(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> str:
             self.calls.append(

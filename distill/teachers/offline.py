@@ -32,12 +32,12 @@ _STOP = frozenset(
     how i if in into is it its itself just me more most my no nor not now of off on once only or other our out over own
     same she should so some such than that the their them then there these they this those through to too under until
     up very was we were what when where which while who whom why will with would you your yours use used using uses
-    one two may might must shall each every many much well like make makes made get gets without within via per""".split()
+    one two may might must shall each every many much well like make makes made get gets without within via per""".split()  # noqa: SIM905
 )
 # Words of the question templates: never search terms.
 _ASKING = frozenset(
-    "docs say explain work trying understand know look quick question read thanks also tell related fit thing "
-    "there could".split()
+    ("docs", "say", "explain", "work", "trying", "understand", "know", "look", "quick", "question", "read",
+     "thanks", "also", "tell", "related", "fit", "thing", "there", "could")
 )
 _ASK = (
     "What do the docs say about {t}?",
