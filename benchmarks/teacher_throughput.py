@@ -83,7 +83,7 @@ def serve(port: int, latency: float, rpm: int | None, headers: bool, ready: mult
                 line = await reader.readline()
                 if not line:
                     break
-                method, path = line.split()[:2]
+                path = line.split()[1]
                 length = 0
                 while True:
                     header = await reader.readline()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from distill.config import Config
+    from distill.estimate import Estimate
     from distill.eval_report import EvalReport
     from distill.finetuning import FinetuneResult
     from distill.lint import LintReport
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from distill.publishing import PublishResult
     from distill.report import ReportResult
 
-__all__ = ["evaluate", "finetune", "generate", "load_config", "publish", "report", "validate"]
+__all__ = ["estimate", "evaluate", "finetune", "generate", "load_config", "publish", "report", "validate"]
 __version__ = "0.1.0"
 
 
@@ -27,13 +28,24 @@ def load_config(path: Any) -> Config:
     return _load(path)
 
 
-def generate(config: Config | str, out: Any = None, *, progress: bool = True) -> GenerateResult:
-    """Run the pipeline for a config (or a config path); returns paths and counts."""
+def generate(config: Config | str, out: Any = None, *, progress: bool = True, **options: Any) -> GenerateResult:
+    """Run the pipeline for a config (or a config path); returns paths and counts. It resumes what the run folder
+    holds; options: fresh (run every conversation again), from_ledger (answer every request from the ledger)."""
     from distill.pipeline import generate as _generate
 
     if not hasattr(config, "tools"):
         config = load_config(config)
-    return _generate(config, out, progress=progress)
+    return _generate(config, out, progress=progress, **options)
+
+
+def estimate(config: Config | str, out: Any = None, *, pilot: int = 10, progress: bool = True) -> Estimate:
+    """Run a pilot of `pilot` conversations in the run folder and project tokens, dollars, acceptance and time for
+    the full run (`print(e.format())`); `distill generate` on the same folder resumes after the pilot."""
+    from distill.estimate import estimate as _estimate
+
+    if not hasattr(config, "tools"):
+        config = load_config(config)
+    return _estimate(config, out, pilot=pilot, progress=progress)
 
 
 def validate(path: Any, config: Config | str | None = None, *, model: str | None = None) -> LintReport:

@@ -98,12 +98,15 @@ def estimate(config: Config, out: str | Path | None = None, *, pilot: int = 10, 
               ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "usd")}
     n = counts["requested"] or 1
     per = {k: totals[k] / n for k in totals}
-    per["usd"] = per["usd"] if priced else None
+    offline = not usage  # the offline teacher: no request, no cost
+    per["usd"] = per["usd"] if priced or offline else None
     total = config.generation.conversations
     seconds, bound = _time(config, per, usage, manifest)
+    if offline:
+        seconds, bound = None, "the offline teacher waits for no endpoint"
     extra = extra_budget(config)
     notes: list[str] = []
-    if not usage:
+    if offline:
         notes.append("the offline teacher costs nothing and needs no estimate; set OPENAI_API_KEY for a real one")
     elif not totals["requests"]:
         notes.append("the pilot sent no request (every conversation failed before its first answer)")
@@ -127,7 +130,7 @@ def estimate(config: Config, out: str | Path | None = None, *, pilot: int = 10, 
             "top_up_conversations": extra,
             "top_up_usd": round(per["usd"] * extra, 4) if per["usd"] is not None else None,
         },
-        spent_usd=(usage.get("run_folder") or {}).get("usd") if priced else None,
+        spent_usd=(usage.get("run_folder") or {}).get("usd") if priced else (0.0 if offline else None),
         limits=usage.get("limits", {}),
         notes=notes,
     )

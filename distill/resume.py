@@ -1,16 +1,17 @@
 """Resume: a run folder's finished conversations, its ledger and meter, and how a stopped run says how to go on.
 
 `RunSession.open` is called by `generate` once the plans are fixed. It reads `run.json` (the fingerprint of what
-determines the conversations: the config without its speed, budget and export keys, the plans and the chunk texts)
-and `trajectories.jsonl`. When the fingerprint matches, the accepted and rejected conversations found there are kept
+determines the conversations: distill's version, the config without its speed, budget and export keys, the plans
+and the chunk texts) and `trajectories.jsonl`. When the fingerprint matches, the accepted and rejected conversations found there are kept
 and not run again; failed ones (no teacher answer after the retries) are dropped and tried again, and a last line
 cut short by a kill -9 is dropped. When it does not match (or with `fresh`), every conversation runs again; the
 ledger still answers every request it holds, so nothing already paid is paid again.
 
-While the rollouts run, each finished conversation is appended to `trajectories.jsonl` with one `write` (O_APPEND),
-so an interrupted run never loses a finished conversation and never writes one twice. At the end the file is
-rewritten in plan order. A teacher that talks to an endpoint (it has `use_run`) gets the run folder's ledger
-(`ledger.sqlite`) and a `Meter` (distill/costs.py). When the engine stops the run (circuit breaker, budget), the
+A teacher that talks to an endpoint (it has `use_run`) gets the run folder's ledger (`ledger.sqlite`) and a `Meter`
+(distill/costs.py), and while the rollouts run each finished conversation is appended to `trajectories.jsonl` with
+one `write` (O_APPEND), so an interrupted run never loses a finished conversation and never writes one twice. A
+teacher without a ledger (the offline one) costs nothing: its runs are always recomputed, nothing is appended. At the
+end the file is rewritten in plan order. When the engine stops the run (circuit breaker, budget), the
 workers stop taking conversations, the requests in flight finish and are stored, and `check_stopped` raises one
 `RunStopped` that says what happened, what is saved and the command that resumes.
 """
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from distill import __version__
 from distill.config import Config
 from distill.costs import Meter
 from distill.errors import RunStopped
@@ -47,6 +49,7 @@ def fingerprint(config: Config, plans: Sequence[Plan], chunk_texts: Sequence[str
         data["teacher"].pop(key, None)
     data["teacher"]["provider"] = config.teacher.resolved_provider()
     data["generation"].pop("max_cost_usd", None)
+    data["distill"] = __version__  # another version may validate differently: its verdicts are not reused
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
     for plan in plans:
         digest.update(plan.model_dump_json().encode())
@@ -132,6 +135,8 @@ class RunSession:
 
             teacher = make_teacher(config)
         session = cls(config, run_dir, teacher)
+        use_run = getattr(teacher, "use_run", None)
+        fresh = fresh or use_run is None  # a teacher without a ledger (offline) costs nothing: never stale, recompute
         print_ = fingerprint(config, plans, chunk_texts)
         state_path, path = run_dir / RUN_STATE, run_dir / TRAJECTORIES
         same = False
@@ -148,9 +153,8 @@ class RunSession:
         elif path.exists():
             path.unlink()
         _atomic_write(state_path, json.dumps({"fingerprint": print_, "config_hash": config.config_hash()}) + "\n")
-        session._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        use_run = getattr(teacher, "use_run", None)
         if use_run is not None:
+            session._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             session.ledger = Ledger.open(run_dir / LEDGER_FILE)
             session.meter = Meter.for_config(config, spent_before_usd=session.ledger.total_usd())
             use_run(session.ledger, session.meter)
@@ -188,12 +192,12 @@ class RunSession:
         if self.stopped is None:
             return
         exc = self.stopped
-        self.close()
         where = f" in {self.run_dir}/" if self.run_dir else ""
         saved = self.resumed + self.recorded
         message = f"{exc.message}. {saved} finished conversation(s) are saved{where}"
         if self.ledger is not None:
-            message += f" and every paid answer is in {LEDGER_FILE}"
+            message += f", every paid answer in {LEDGER_FILE}"
+        self.close()
         config = self.config.path or "CONFIG"
         out = f" --out {self.run_dir}" if self.run_dir else ""
         hint = (exc.hint + ": " if exc.hint else "") + f"distill generate {config}{out}"

@@ -153,6 +153,7 @@ class FakeOpenAI:
 
         class _Server(ThreadingHTTPServer):
             daemon_threads = True
+            request_queue_size = 128  # concurrent clients on a loaded machine: no refused connections
 
             def handle_error(self, request: Any, client_address: Any) -> None:  # clients that hang up are normal
                 pass

@@ -37,9 +37,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small offline run with duplicates and over-limit rejects (so every chart has data but cost)."""
     tmp = tmp_path_factory.mktemp("report")
     data = copy.deepcopy(BASE_CONFIG)
+    # Three short documents: the offline teacher's questions about them are bound to repeat (duplicates to chart).
+    docs = tmp / "docs"
+    docs.mkdir()
+    (docs / "bm25.md").write_text("BM25 ranks passages by the query terms they contain and how rare those terms are.\n")
+    (docs / "validator.md").write_text("The validator rejects every reply with text outside the fenced json block.\n")
+    (docs / "memory.md").write_text("The window memory keeps the last exchanges as plain questions and answers.\n")
+    data["sources"] = [{"path": "docs"}]
     data["generation"] = {"conversations": 16, "seed": 0, "max_extra_conversations": 0,
                           "mix": {"tool": 0.5, "direct": 0.25, "multi_turn": 0.25}}
-    data["export"] = {"validation_fraction": 0.2, "max_example_tokens": 1100}  # dedup on (the default)
+    data["export"] = {"validation_fraction": 0.2, "max_example_tokens": 650}  # dedup on (the default)
     config = config_from_dict(data, file=str(tmp / "cfg.yaml"), base_dir=tmp)
     generate(config, tmp / "run", progress=False)
     return tmp / "run"
@@ -75,7 +82,7 @@ def test_report_is_self_contained_and_has_every_chart(run: Path, tmp_path: Path)
             assert "No cost recorded" in body and "<svg" not in body
         else:
             assert body.count("<svg") == 1, key
-    assert "limit 1,100" in sections["tokens"]
+    assert "limit 650" in sections["tokens"]
     assert "duplicate_question" in sections["duplicates"] and "<table" in sections["duplicates"]
 
     figures = json.loads(result.json.read_text())
@@ -84,7 +91,7 @@ def test_report_is_self_contained_and_has_every_chart(run: Path, tmp_path: Path)
     assert sum(tokens["counts"]["train"]) == manifest["examples"]["train"]
     assert sum(tokens["counts"]["validation"]) == manifest["examples"]["validation"]
     assert sum(tokens["counts"]["over_limit"]) == manifest["rejects_by_reason"]["over_token_limit"] > 0
-    assert tokens["limit"] == 1100
+    assert tokens["limit"] == 650
     accepted_turns = manifest["examples"]["train"] + manifest["examples"]["validation"]
     assert figures["actions"]["counts"]["Final Answer"] == accepted_turns
     assert figures["duplicates"]["dropped"] == manifest["duplicates"]["dropped"] > 0

@@ -1,11 +1,12 @@
 """The teacher engine: sends chat completions to an OpenAI-compatible endpoint, keeps every answer, pays once.
 
-It drives the official `openai` client (`AsyncOpenAI`, `max_retries=0`) through its low-level `client.post(...,
-cast_to=httpx2.Response)`: the SDK keeps the endpoint, the key, the headers and the timeouts; the engine gets the
-raw response (status, headers, body bytes) and owns the retry loop. `chat.completions.create` would cost ~1.5 ms of
-CPU per request in request transforms and response models, and `with_raw_response` still pays the transforms; the raw
-body is what the ledger must store anyway. Connections are spread over clients of 8 (httpcore's pool scans all of
-its connections on every request, so one pool of 256 costs far more CPU than 32 pools of 8).
+It drives the official `openai` client (`AsyncOpenAI`, `max_retries=0`) through its documented low-level
+`client.post("/chat/completions", content=<JSON bytes>, cast_to=httpx2.Response)`: the SDK keeps the endpoint, the
+key, the headers and the timeouts; the engine gets the raw response (status, headers, body) and owns the retry loop.
+`chat.completions.create` costs about 2 ms more CPU per request (request transforms, response models) and
+`with_raw_response` still pays the transforms; the bytes sent are the ones the ledger stores, serialized once, and
+the raw body is what the ledger must keep anyway. Connections are spread over clients of 8 (httpcore's pool scans all
+of its connections on every request, so one pool of 256 costs far more CPU than 32 pools of 8).
 
 Per request: the ledger is checked by the caller; the budget is reserved (`Meter.reserve`); the rate limiter paces
 the start (`teacher.rpm` / `tpm`, headers, 429s: distill/teachers/limits.py); a slot of `teacher.concurrency` is held
@@ -43,6 +44,7 @@ CLIENT_CONNECTIONS = 8  # connections per client (see the module doc)
 _RETRYABLE = {408, 409, 500, 502, 503, 504, 520, 522, 524, 529}
 _FATAL = {401: "the key was refused", 403: "access was denied", 404: "the model or the URL does not exist"}
 _BREAKER_MIN_FAILURES = 3
+_MAX_WAIT_S = 60.0
 _RESUME_HINT = "finished conversations and every paid answer are kept; fix the cause, then rerun the same command"
 
 
@@ -124,7 +126,6 @@ class Engine:
         self.ledger, self.meter = ledger, meter
         self.limiter = RateLimiter(config.rpm, config.tpm, clock=clock, sleep=sleep)
         self.stopped: RunStopped | None = None
-        self.first_request_at: float | None = None
         self._clients = clients
         self._clock, self._sleep = clock, sleep
         self._rng = rng or random.Random()
@@ -152,18 +153,18 @@ class Engine:
                 self.stopped = self.stopped or exc
                 raise self.stopped from None
         try:
-            return await self._send(body, blob, key, stage, len(blob) // 4 + max_out)
+            return await self._send(blob, key, stage, len(blob) // 4 + max_out)
         finally:
             if reserved and self.meter is not None:
                 self.meter.release(reserved)
 
-    async def _send(self, body: dict[str, Any], blob: bytes, key: str, stage: str, tokens: int) -> dict[str, Any]:
+    async def _send(self, blob: bytes, key: str, stage: str, tokens: int) -> dict[str, Any]:
         attempts = retries = limited = 0
         while True:
             if self.stopped:
                 raise self.stopped
             attempts += 1
-            attempt = await self._attempt(body, tokens)
+            attempt = await self._attempt(blob, tokens)
             self.limiter.observe(attempt.status, attempt.headers, attempt.sent_at)
             if attempt.status is not None and 200 <= attempt.status < 300:
                 self._last_success, self._failures = self._clock(), 0
@@ -176,19 +177,20 @@ class Engine:
                 raise self.stopped
             if attempt.status == 429:
                 limited += 1
-                wait = retry_after(attempt.headers)
-                await self._sleep(wait * (1 + 0.1 * self._rng.random()) if wait is not None else self._backoff(limited))
+                wait = retry_after(attempt.headers)  # capped like every wait: the breaker decides when to give up
+                await self._sleep(min(_MAX_WAIT_S, wait * (1 + 0.1 * self._rng.random())) if wait is not None
+                                  else self._backoff(limited))
                 continue
             if self._retryable(attempt) and retries < self.config.max_retries:
                 retries += 1
                 wait = retry_after(attempt.headers)
-                await self._sleep(wait if wait is not None else self._backoff(retries))
+                await self._sleep(min(_MAX_WAIT_S, wait) if wait is not None else self._backoff(retries))
                 continue
             self._store_failure(attempt, blob, key, stage, attempts)
             raise TeacherCallError(attempt.reason or "error", attempt.describe())
 
     # -- one HTTP attempt -----------------------------------------------------------------------------------------
-    async def _attempt(self, body: dict[str, Any], tokens: int) -> _Attempt:
+    async def _attempt(self, blob: bytes, tokens: int) -> _Attempt:
         import httpx2
         import openai
 
@@ -202,10 +204,9 @@ class Engine:
                     raise self.stopped
                 client = self._clients[slot // self._per]
                 started = self._clock()
-                if self.first_request_at is None:
-                    self.first_request_at = time.perf_counter()
                 try:
-                    response = await client.post("/chat/completions", body=body, cast_to=httpx2.Response)
+                    # the body goes as the bytes the ledger stores: the SDK neither copies nor serializes it again
+                    response = await client.post("/chat/completions", content=blob, cast_to=httpx2.Response)
                     return _Attempt(response.status_code, response.headers, response.text, None, started, self._clock())
                 except openai.APIStatusError as exc:
                     status, got = exc.status_code, exc.response
@@ -279,7 +280,7 @@ class Engine:
 
     def _backoff(self, n: int) -> float:
         """Jittered exponential back-off: backoff_s x 2^(n-1), capped at 60 s, times a random 0.5..1."""
-        return min(60.0, self.config.backoff_s * 2 ** (n - 1)) * (0.5 + 0.5 * self._rng.random())
+        return min(_MAX_WAIT_S, self.config.backoff_s * 2 ** (n - 1)) * (0.5 + 0.5 * self._rng.random())
 
     async def aclose(self) -> None:
         """Close every client."""

@@ -2,15 +2,21 @@
 
 Three sources cap the request rate and the lowest wins: `teacher.rpm` / `teacher.tpm` from the config; the
 `x-ratelimit-limit-requests` / `x-ratelimit-limit-tokens` headers of the endpoint's answers (OpenAI sends them, so a
-limit configured too high is corrected by the first answer); and, for endpoints that send no headers at all, a rate
-learned from 429s. At the first 429 the rate drops to half of what was being sent; then, measured over windows of
-about half a second, it is set to what the endpoint admitted in a window where it also refused requests (that is its
-real limit), or raised by 2 % a second while nothing was refused and requests were waiting for the pacer (probing
-for more, in case the limit was raised or the estimate was low).
+limit configured too high is corrected by the first answer); and, for endpoints that send no limits, a rate learned
+from 429s. Requests start evenly spaced at that rate (GCRA; a 0.1 s burst under a configured or announced limit, none
+under a learned one), tokens likewise against the tokens-per-minute limit (a request counts its estimated input plus
+`max_tokens`, as OpenAI's limiter does). A 429's `retry-after-ms` / `Retry-After`, or an `x-ratelimit-remaining-*`
+of 0, pauses every new request until the endpoint will take it.
 
-Requests are spaced evenly at that rate (GCRA with a 0.1 s burst), and tokens likewise against the tokens-per-minute
-limit (a request counts its estimated input plus `max_tokens`, as OpenAI's limiter does). A 429's `retry-after-ms` /
-`Retry-After`, or an `x-ratelimit-remaining-*` of 0, pauses every new request until the endpoint will take it.
+Learning from 429s (once at least 10 requests went out in the last second): the first 429 sets the rate to half of
+what was being sent, at most the success rate of the last second. Then the answers are counted in windows (by the
+time their request was sent, so the latency does not blur them; at least 3 latencies long, about a second, shorter
+in a storm): a window where 5 % or more were refused shows the endpoint saturated, and what it admitted is its limit
+(the ceiling): the rate goes to 98 % of it. A window with (almost) no refusal while requests waited for the pacer
+probes for more: doubling per second far below the ceiling, +2 %/s up to it, +0.5 %/s above. Guards against an
+endpoint whose 429s do not follow the load (random faults, load shedding): when sending 10 % less leaves the refused
+share where it was instead of making it vanish, 429s stop teaching a rate for 5 minutes; and the learned rate never
+goes below half the best success rate seen, so it cannot stall at zero.
 """
 
 from __future__ import annotations
@@ -109,6 +115,7 @@ class RateLimiter:
         self._previous: tuple[float, float, float] | None = None  # (admitted, refused share, sent) of the last window
         self._win_deaf = 0
         self._peak = 0.0  # the most successes per second seen in a window of at least half a second
+        self._latency = 0.0  # moving average of the answers' latency
         self.throttled = 0  # 429s seen
         self._clock, self._sleep = clock, sleep
         self._tat_req = self._tat_tok = 0.0
@@ -118,7 +125,6 @@ class RateLimiter:
         self._oks: deque[float] = deque()  # successes of the last second
         now = clock()
         self._win_start, self._win_ok, self._win_limited, self._win_waited = now, 0, 0, False
-        self._win_first_ok = self._win_last_ok = now
 
     # -- the limits ---------------------------------------------------------------------------------------------
     def request_rate(self) -> float | None:
@@ -200,20 +206,21 @@ class RateLimiter:
             wait = retry_after(headers)
             if wait:
                 self.hold(now + wait)
-            if sent_at is None or sent_at >= self._cut_at:
+            if sent_at is None or sent_at >= max(self._cut_at, self._win_start):
                 self._limited(now)
         elif status is not None and 200 <= status < 300:
-            self._win_ok += 1
-            if self._win_ok == 1:
-                self._win_first_ok = now
-            self._win_last_ok = now
+            if sent_at is None or sent_at >= self._win_start:  # a window counts the requests sent in it
+                self._win_ok += 1
+            if sent_at is not None:  # answers lag their requests: windows must be longer than that
+                self._latency += 0.1 * (now - sent_at - self._latency)
             oks = self._oks
             oks.append(now)
             while oks[0] < now - 1.0:
                 oks.popleft()
         span = now - self._win_start
         events = self._win_ok + self._win_limited
-        if span >= 4 * _WINDOW_S or (span >= _WINDOW_S and events >= _STORM_EVENTS) or (span >= 0.1 and (
+        shortest = max(0.1, 3 * self._latency)
+        if span >= 4 * _WINDOW_S or (span >= _WINDOW_S and events >= _STORM_EVENTS) or (span >= shortest and (
             events >= _WINDOW_EVENTS or (events >= _STORM_EVENTS and self._win_limited * 5 >= events)
         )):
             self._adapt(now)
@@ -277,7 +284,6 @@ class RateLimiter:
             self.learned_rps = max(_MIN_RATE, min(0.5 * sending, succeeded))
             self._cut(now)
             self._win_start, self._win_ok, self._win_limited, self._win_waited = now, 0, 0, False
-            self._win_first_ok = self._win_last_ok = now
         elif self._win_limited == 1 and (ceiling is None or learned >= ceiling):
             self.learned_rps = max(_MIN_RATE, learned * _MARGIN)  # the first refusal in a while: ease off now
             self._cut(now)
@@ -301,11 +307,14 @@ class RateLimiter:
         refused = limited / (ok + limited) if limited else 0.0
         if refused >= _NOISE:
             # the endpoint was saturated: what it let through is its limit
-            admitted, sent = ok / span, (ok + limited) / span
-            previous = self._previous  # the first saturated window of this episode
+            # answers to the last `latency` of the window's requests are still on their way
+            effective = max(span - self._latency, 0.25 * span)
+            admitted, sent = ok / effective, (ok + limited) / effective
+            previous = self._previous  # the first saturated window of this episode lasting a second or more
             if previous is None:
-                self._previous = (admitted, refused, sent)
-            elif sent <= 0.9 * previous[2]:
+                if span >= _WINDOW_S:
+                    self._previous = (admitted, refused, sent)
+            elif span >= _WINDOW_S and sent <= 0.9 * previous[2]:
                 # if the endpoint admits what it admitted before, sending less refuses this share; if its 429s do
                 # not follow our rate (load shedding, random faults), the share stays what it was
                 expected = max(0.0, 1 - previous[0] / sent)
