@@ -19,6 +19,7 @@ from typing import Any
 
 from distill.config import Config
 from distill.coverage import summarize_coverage
+from distill.dataset_card import redact, secret_values
 from distill.dedup import drop_duplicates, summarize_duplicates
 from distill.formats import NotRenderable
 from distill.tokens import count_example, default_epochs, example_limit, token_stats
@@ -189,7 +190,7 @@ def export_run(
             "lowered to max(1, 25000 // n) when n*3 > 25000",
         },
         "files": {k: p.name for k, p in paths.items()},
-        "config": config.model_dump(mode="json"),
+        "config": redact(config.model_dump(mode="json"), secret_values([])),  # no credentials in base_url
     }
     if extra_manifest:
         manifest.update(extra_manifest)

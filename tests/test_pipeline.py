@@ -141,3 +141,11 @@ def test_cli_generate_then_validate(make_config, tmp_path: Path, capsys: pytest.
     bad.write_text(json.dumps(line) + "\n")
     assert main(["validate", str(bad), "--config", str(config_path)]) == 1
     assert "bad.jsonl:1: text_outside_block" in capsys.readouterr().out
+
+
+def test_manifest_never_holds_endpoint_credentials(make_config, tmp_path: Path) -> None:
+    config = make_config(teacher={"provider": "offline", "base_url": "https://user:s3cr3t-pass@llm.example/v1"})
+    result = generate(config, tmp_path / "run", progress=False)
+    text = result.manifest.read_text()
+    assert "s3cr3t-pass" not in text
+    assert "https://<redacted>@llm.example/v1" in text
