@@ -21,7 +21,8 @@ from distill.trajectory import ConversationKind, Plan
 
 __all__ = ["PROMPTS_DIR", "QuestionError", "parse_questions", "plan_conversations", "question_request"]
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+# The templates live in the repository's prompts/; distill/prompts links there, so wheels ship them as package data.
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 
 _KIND_INSTRUCTIONS: dict[str, str] = {
     "tool": "The user asks something the assistant can only answer by using the tool `$tool` (for the search tool: "
