@@ -1,11 +1,14 @@
 """The evaluation's records and figures: transcripts, per-model metrics with counts, the table, report files.
 
-Owns what `distill eval` measures and writes. A step is one model call judged by the strict validator. Metrics:
-format adherence (valid steps / steps), valid tool choice (steps naming a configured tool or exactly "Final Answer" /
-steps that got past the structure checks: one ```json block, valid JSON, exactly the two keys), action_input validity
-(valid steps / structured steps with a valid tool choice), completion (valid Final Answer within max_steps /
-questions), tool use (questions with a valid tool call / questions whose reference used a tool), answer token F1 vs
-the reference (mean over questions with a reference; no answer scores 0). Files: report.json, report.md,
+Owns what `distill eval` measures and writes. A step is one model call (one answer) judged by the format's strict
+reader. Metrics, the same in every agent format: format adherence (valid steps / steps), valid tool choice (steps
+naming only configured tools, or exactly "Final Answer" / steps that got past the structure checks: for
+langchain-chat one ```json block, valid JSON, exactly the two keys; for openai-tools a final text answer or tool
+calls that are not truncated, filtered or parallel where that is not allowed), action_input validity (valid steps /
+structured steps with a valid tool choice: the action_input or the call arguments satisfy the tool; a non-empty final
+answer), completion (valid Final Answer within max_steps / questions), tool use (questions with a valid tool call /
+questions whose reference used a tool), answer token F1 vs the reference (mean over questions with a reference; no
+answer scores 0). Files: report.json, report.md,
 transcripts/<model>.jsonl and failures/<model>.jsonl (each failing question with its reason).
 """
 
@@ -21,7 +24,8 @@ from typing import Any
 
 __all__ = ["EvalReport", "ModelResult", "Transcript", "TranscriptStep", "model_slug", "token_f1"]
 
-_STRUCTURED = {None, "unknown_action", "action_input_not_string", "action_input_schema", "empty_answer"}
+_STRUCTURED = {None, "unknown_action", "action_input_not_string", "action_input_schema", "empty_answer",
+               "invalid_arguments", "arguments_schema"}
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
 
@@ -49,7 +53,10 @@ def model_slug(model: str) -> str:
 
 @dataclass
 class TranscriptStep:
-    """One model call: the raw answer, the strict verdict and, for a tool call, what the tool answered."""
+    """One model call: the raw answer, the strict verdict and, for a tool call, what the tool answered.
+
+    An answer with several (parallel) tool calls names them all in `action` ("A, B") and lists each call, its input
+    and its observation in `calls` (openai-tools steps list their calls there, one or more)."""
 
     raw: str | None
     finish_reason: str | None
@@ -60,6 +67,7 @@ class TranscriptStep:
     known_action: bool = False
     action_input: str | None = None
     observation: str | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -93,7 +101,11 @@ class Transcript:
         return token_f1(self.answer, self.reference) if self.answer is not None else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "failure": self.failure, "f1": self.f1}
+        data = asdict(self)
+        for step in data["steps"]:
+            if not step["calls"]:
+                del step["calls"]  # langchain-chat steps: one action, already in action / action_input / observation
+        return {**data, "failure": self.failure, "f1": self.f1}
 
 
 def _rate(count: int, total: int) -> dict[str, Any]:

@@ -2,10 +2,14 @@
 
 Owns `evaluate`. The questions are the first turns of the run's validation-split conversations (their source
 documents never fed the training split), with the reference answer and whether the reference used a tool; or a
-questions file. Each model answers through exactly the messages LangChain's agent sends at each step (the format
-renders them; the scratchpad carries the model's own raw output, as the runtime's `action.log` does), the tools really
-run, up to `agent.max_steps` model calls. Every answer is judged by the strict validator on the raw text and the
-finish reason; the first invalid answer ends the question. Figures and files: `distill.eval_report`.
+questions file. Each model answers through exactly the request the agent runtime sends at each step (the format
+renders the messages and adds its `stop`, or its `tools` and `parallel_tool_calls`), the tools really run, up to
+`agent.max_steps` model calls. What goes back to the model is what it wrote: for `langchain-chat` the scratchpad
+carries its raw output (the runtime's `action.log`); for `openai-tools` its assistant message (content and native
+`tool_calls`, ids and argument text as returned), then one `tool` message per call with the matching id. Every answer
+is read by the format's strict reader (`read`: the raw text and finish reason, or the tool calls); every tool call
+of an accepted answer runs (parallel calls too); the first rejected answer ends the question. Figures and files:
+`distill.eval_report`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from distill.config import Config
 from distill.errors import DistillError, RunFolderError
 from distill.eval_report import EvalReport, ModelResult, Transcript, TranscriptStep
+from distill.teachers.base import TeacherReply
 from distill.trajectory import Step
 from distill.validator import FINAL_ANSWER
 
@@ -157,7 +162,8 @@ class ModelCallError(Exception):
 
 
 class ModelClient:
-    """A thin AsyncOpenAI chat-completions caller that keeps the raw text and finish reason of every answer."""
+    """A thin AsyncOpenAI chat-completions caller that keeps the raw text, tool calls and finish reason of every
+    answer."""
 
     def __init__(self, model: str, base_url: str | None, *, max_retries: int, timeout_s: float) -> None:
         from openai import AsyncOpenAI
@@ -175,8 +181,9 @@ class ModelClient:
             key = "unused"  # local OpenAI-compatible servers (llama.cpp, vLLM, Ollama) ignore the key
         self._client = AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=max_retries, timeout=timeout_s)
 
-    async def complete(self, messages: list[dict[str, Any]], **params: Any) -> tuple[str | None, str | None, int]:
-        """One chat completion: (content, finish_reason, completion tokens)."""
+    async def complete(self, messages: list[dict[str, Any]], **params: Any) -> tuple[TeacherReply, int]:
+        """One chat completion: the reply (content, finish reason, native tool calls as plain dicts) and its
+        completion tokens."""
         import openai
 
         try:
@@ -191,7 +198,14 @@ class ModelClient:
             raise ModelCallError("no_choices", "the endpoint returned no choices")
         choice = response.choices[0]
         tokens = (getattr(response.usage, "completion_tokens", 0) or 0) if response.usage else 0
-        return choice.message.content, choice.finish_reason, tokens
+        calls = [
+            {"id": call.id, "type": call.type or "function",
+             "function": {"name": call.function.name, "arguments": call.function.arguments}}
+            for call in (choice.message.tool_calls or []) if getattr(call, "function", None) is not None
+        ]
+        reply = TeacherReply(text=choice.message.content, finish_reason=choice.finish_reason, model=self.model,
+                             tool_calls=calls or None)
+        return reply, tokens
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -210,51 +224,106 @@ class _Player:
     tokens: int = 0
 
     def messages(self, question: str, steps: Sequence[Step]) -> list[dict[str, Any]]:
-        """The runtime's messages for the next step; the scratchpad holds the model's raw outputs (action.log)."""
+        """The runtime's messages for the next step, with what the model itself wrote in place of the canonical
+        rendering: its raw outputs in the langchain-chat scratchpad (action.log); its own assistant messages (content,
+        tool-call ids and argument text) and the matching `tool_call_id`s for openai-tools."""
         messages = self.fmt.messages_for_step([], question, steps)
         if getattr(self.fmt, "name", None) == "langchain-chat":
             start = len(messages) - 2 * len(steps)
             for i, step in enumerate(steps):
                 messages[start + 2 * i]["content"] = step.raw
+        elif steps:
+            _echo_tool_calls(messages, steps)
         return messages[:1] + self.demos + messages[1:] if self.demos else messages
+
+    def request_params(self) -> dict[str, Any]:
+        """What goes with the messages: the format's stop sequences, or its tools (as `Rollout.step_request`)."""
+        params = dict(self.params)
+        if self.fmt.stop is not None:
+            params["stop"] = self.fmt.stop
+        tools = getattr(self.fmt, "tools", None)
+        if tools:  # native tool calling: parallel calls as agent.parallel_tool_calls says (the fine-tuning lines' value)
+            params["tools"] = tools
+            params["parallel_tool_calls"] = bool(self.fmt.parallel_tool_calls)
+        return params
 
     async def play(self, q: EvalQuestion) -> Transcript:
         transcript = Transcript(question=q.question, id=q.id, reference=q.reference,
                                 reference_used_tool=q.reference_used_tool)
         taken: list[Step] = []
+        native = getattr(self.fmt, "tools", None) is not None  # tool calls of their own, with ids
         for _ in range(self.config.agent.max_steps):
             try:
-                text, finish, tokens = await self.client.complete(
-                    self.messages(q.question, taken), stop=self.fmt.stop, **self.params
-                )
+                reply, tokens = await self.client.complete(self.messages(q.question, taken), **self.request_params())
             except ModelCallError as exc:
                 transcript.error, transcript.error_detail = exc.reason, exc.detail
                 return transcript
             self.tokens += tokens
-            verdict = self.fmt.check(text, finish)
-            step = TranscriptStep(raw=text, finish_reason=finish, ok=verdict.ok,
-                                  reason=None if verdict.ok else str(verdict.reason), detail=verdict.detail)
-            step.action = verdict.action.action if verdict.ok else _action_name(text, str(verdict.reason))
-            step.known_action = step.action == FINAL_ANSWER or step.action in self.toolbox
+            reading = self.fmt.read(reply)
+            raw = reading.raw if not reading.ok else (reading.steps[0].raw or None)
+            step = TranscriptStep(raw=raw, finish_reason=reply.finish_reason, ok=reading.ok, reason=reading.reason,
+                                  detail=reading.detail)
             transcript.steps.append(step)
-            if not verdict.ok:
+            if not reading.ok:
+                step.action, step.known_action = _rejected_action(self.fmt, reply, str(reading.reason), self.toolbox)
                 return transcript
-            step.action_input = verdict.action.action_input
-            if verdict.action.is_final:
-                transcript.answer = verdict.action.action_input
+            step.action = ", ".join(s.action for s in reading.steps)
+            step.known_action = all(s.is_final or s.action in self.toolbox for s in reading.steps)
+            if reading.final:
+                step.action_input = transcript.answer = reading.steps[-1].action_input
                 return transcript
-            observation = self.toolbox.run(verdict.action.action, verdict.action.action_input)
-            step.observation = observation.text
-            taken.append(Step(action=step.action, action_input=step.action_input, raw=text or "",
-                              observation=observation.text, tool_error=observation.error))
+            for call in reading.steps:
+                observation = self.toolbox.run(call.action, call.action_input)
+                call.observation, call.tool_error = observation.text, observation.error
+                if native:
+                    step.calls.append({"id": call.call_id, "action": call.action, "action_input": call.action_input,
+                                       "observation": observation.text})
+            if len(reading.steps) == 1:
+                step.action_input, step.observation = reading.steps[0].action_input, reading.steps[0].observation
+            taken.extend(reading.steps)
         return transcript
 
 
-_PARSED = {"unknown_action", "action_input_not_string", "action_input_schema", "empty_answer"}
+def _echo_tool_calls(messages: list[dict[str, Any]], steps: Sequence[Step]) -> None:
+    """Put each model answer back as it came (content, tool-call ids, argument text) over the format's canonical
+    rendering of its calls, and give the `tool` messages the matching ids (an answer without ids keeps call_N)."""
+    calls = iter(steps)
+    ids: dict[str, str] = {}
+    for message in messages:
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            group = [next(calls) for _ in message["tool_calls"]]
+            sent = json.loads(group[0].raw) if group[0].raw else {}
+            raw_calls = sent.get("tool_calls") or []
+            if len(raw_calls) == len(group):
+                for rendered, original in zip(message["tool_calls"], raw_calls, strict=True):
+                    ids[rendered["id"]] = original.get("id") or rendered["id"]
+                    rendered["id"] = ids[rendered["id"]]
+                    rendered["function"]["arguments"] = original["function"]["arguments"]
+                message["content"] = sent.get("content")
+        elif message.get("role") == "tool" and message.get("tool_call_id") in ids:
+            message["tool_call_id"] = ids[message["tool_call_id"]]
+
+
+# rejects that come after the action (or function names) could be read: the answer's tool choice is judged
+_PARSED = {"unknown_action", "action_input_not_string", "action_input_schema", "empty_answer", "invalid_arguments",
+           "arguments_schema"}
+
+
+def _rejected_action(fmt: Any, reply: TeacherReply, reason: str, toolbox: Any) -> tuple[str | None, bool]:
+    """The action(s) a rejected answer named, when its structure could be read, and whether all are configured."""
+    if getattr(fmt, "name", None) == "langchain-chat":
+        name = _action_name(reply.text, reason)
+        return name, name == FINAL_ANSWER or name in toolbox
+    if reason == "empty_answer":  # no tool call and no text: an empty final answer
+        return FINAL_ANSWER, True
+    if reason not in _PARSED or not reply.tool_calls:
+        return None, False
+    names = [(c.get("function") or {}).get("name") if isinstance(c, dict) else None for c in reply.tool_calls]
+    return ", ".join(str(n) for n in names), all(isinstance(n, str) and n in toolbox for n in names)
 
 
 def _action_name(text: str | None, reason: str) -> str | None:
-    """The action named by an answer that passed the structure checks but failed on its content (else None)."""
+    """The action named by a langchain-chat answer that passed the structure checks but failed on its content."""
     if reason not in _PARSED or not text:
         return None
     body = text.strip()
@@ -309,11 +378,6 @@ def evaluate(
 
     if not models:
         raise EvalError("no model to evaluate", hint="pass --model NAME (repeat it to compare models)")
-    if config.agent.format != "langchain-chat":
-        raise EvalError(
-            f"distill eval plays the langchain-chat agent; agent.format {config.agent.format} is not supported yet",
-            hint="evaluate with the langchain-chat rendering of the run (set agent.format: langchain-chat)",
-        )
     for name, value, least in (("concurrency", concurrency, 1), ("max_tokens", max_tokens, 1),
                                ("few_shot", few_shot, 0), ("n", n or 0, 0)):
         if value < least:

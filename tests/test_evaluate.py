@@ -278,10 +278,3 @@ def test_bad_options_are_errors(run, fake_openai) -> None:
         distill.evaluate(config, ["valid"], run=run_dir, few_shot=-1)
     assert not fake_openai.requests
 
-
-def test_formats_other_than_langchain_chat_are_refused_before_any_request(run, fake_openai) -> None:
-    config, run_dir = run
-    tools_config = config.model_copy(update={"agent": config.agent.model_copy(update={"format": "openai-tools"})})
-    with pytest.raises(distill.evaluation.EvalError, match="agent.format openai-tools is not supported yet"):
-        distill.evaluate(tools_config, ["valid"], run=run_dir)
-    assert not fake_openai.requests
