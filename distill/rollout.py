@@ -25,6 +25,13 @@ from distill.validator import Reason
 
 __all__ = ["Rollout", "run_conversation"]
 
+# Answers the endpoint cut off: failed teacher calls with their reason (the validator's reasons of the same name).
+_CUT_OFF = {"length": str(Reason.TRUNCATED), "content_filter": str(Reason.CONTENT_FILTER)}
+
+
+def _cut_detail(reply: Any) -> str:
+    return f"the teacher's answer was cut off (finish_reason={reply.finish_reason}); it is never used as data"
+
 
 @dataclass
 class Rollout:
@@ -81,6 +88,8 @@ async def run_conversation(plan: Plan, chunk: Chunk, rollout: Rollout) -> Trajec
     request = question_request(rollout.config, plan, chunk)
     try:
         reply = await teacher.complete(request)
+        if reply.finish_reason in _CUT_OFF:
+            return trajectory.fail("questions", _CUT_OFF[reply.finish_reason], _cut_detail(reply), reply.text)
         questions = parse_questions(reply, plan)
     except TeacherCallError as exc:
         return trajectory.fail("questions", exc.reason, exc.detail)
@@ -97,6 +106,9 @@ async def run_conversation(plan: Plan, chunk: Chunk, rollout: Rollout) -> Trajec
                 reply = await teacher.complete(request)
             except TeacherCallError as exc:
                 return trajectory.fail("rollout", exc.reason, exc.detail)
+            if reply.finish_reason in _CUT_OFF:  # a failed teacher call, never data; the raw text is kept
+                trajectory.turns.append(turn)
+                return trajectory.fail("rollout", _CUT_OFF[reply.finish_reason], _cut_detail(reply), reply.text)
             reading = rollout.fmt.read(reply)
             if not reading.ok:
                 trajectory.turns.append(turn)

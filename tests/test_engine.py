@@ -311,10 +311,10 @@ def test_pipeline_under_faults_completes_and_accounting_closes(fake_openai, make
     c = manifest["conversations"]
     assert c["requested"] == len(plans) == 24 == c["accepted"] + c["rejected"] + c["failed"]
     assert c["accepted"] == expected["ok"]
-    assert manifest["rejects_by_reason"] == {
-        k: v for k, v in {"truncated": expected["truncated"], "text_outside_block": expected["malformed"]}.items() if v
+    assert manifest["rejects_by_reason"] == ({"text_outside_block": expected["malformed"]} if expected["malformed"] else {})
+    assert manifest["failures_by_reason"] == {
+        k: v for k, v in {"http_500": expected["down"], "truncated": expected["truncated"]}.items() if v
     }
-    assert manifest["failures_by_reason"] == ({"http_500": expected["down"]} if expected["down"] else {})
 
     trajectories = load_trajectories(run)
     assert sorted(t.id for t in trajectories) == sorted(p.id for p in plans)  # each conversation exactly once

@@ -47,7 +47,7 @@ def test_generate_with_openai_teacher_sends_runtime_messages_and_structured_outp
     assert "sk-test" not in (tmp_path / "run" / "manifest.json").read_text()
 
 
-def test_malformed_and_truncated_teacher_answers_are_rejected_with_raw_text(
+def test_malformed_answers_are_rejected_and_truncated_ones_failed_with_raw_text(
     fake_openai, make_config, tmp_path: Path
 ) -> None:
     answers = iter(
@@ -69,12 +69,15 @@ def test_malformed_and_truncated_teacher_answers_are_rejected_with_raw_text(
         generation={"conversations": 3, "seed": 0, "mix": {"tool": 1.0, "direct": 0.0, "multi_turn": 0.0}},
     )
     result = generate(config, tmp_path / "run", progress=False)
-    assert result.conversations == {"requested": 3, "accepted": 0, "rejected": 3, "failed": 0}
+    assert result.conversations == {"requested": 3, "accepted": 0, "rejected": 2, "failed": 1}
     rejected = [json.loads(line) for line in result.rejected.read_text().splitlines()]
-    assert sorted(r["reason"] for r in rejected) == ["text_outside_block", "truncated", "unknown_action"]
+    assert sorted((r["outcome"], r["reason"]) for r in rejected) == [
+        ("failed", "truncated"), ("rejected", "text_outside_block"), ("rejected", "unknown_action")
+    ]
     assert all(r["raw"] for r in rejected)
     manifest = json.loads(result.manifest.read_text())
-    assert manifest["rejects_by_reason"] == {"text_outside_block": 1, "truncated": 1, "unknown_action": 1}
+    assert manifest["rejects_by_reason"] == {"text_outside_block": 1, "unknown_action": 1}
+    assert manifest["failures_by_reason"] == {"truncated": 1}
     assert len(load_trajectories(tmp_path / "run")) == 3
 
 
