@@ -171,8 +171,9 @@ def test_limits_from_headers_pace_requests(fake_openai, make_config, tmp_path) -
     asyncio.run(run())
     assert teacher.engine.limiter.describe()["rpm_in_force"] == 600
     times = sorted(r.at for r in fake_openai.requests)[1:]
-    # 10 requests/s with a 0.1 s burst: 8 requests span at least 0.6 s
-    assert times[-1] - times[0] >= 0.55
+    # 10 requests/s with a 0.1 s burst: 8 requests leave the client over about 0.6 s (unpaced: a few ms). Measured at
+    # the server, a late first arrival can shorten the span a little on a loaded machine, hence the margin.
+    assert times[-1] - times[0] >= 0.45
 
 
 class _VirtualTime:

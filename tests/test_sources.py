@@ -335,18 +335,6 @@ def test_overlap_larger_than_half_is_capped() -> None:
     assert joined_words == set(text.split())
 
 
-def test_chunking_is_fast() -> None:
-    import time
-
-    text = "\n\n".join(" ".join(f"token{j} is a word." for j in range(i % 50 + 5)) for i in range(400))
-    documents = [_doc(text, f"doc{i}.md") for i in range(16)]
-    start = time.perf_counter()
-    chunks = chunk_documents(documents, ChunkingConfig(max_chars=500, overlap=50))
-    elapsed = time.perf_counter() - start
-    assert len(chunks) >= 10_000
-    assert elapsed < 1.0
-
-
 def test_glob_under_a_folder_with_glob_characters(tmp_path: Path) -> None:
     base = tmp_path / "proj [draft]"
     write(base / "docs" / "a.md", "a")
