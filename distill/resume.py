@@ -48,7 +48,8 @@ def fingerprint(config: Config, plans: Sequence[Plan], chunk_texts: Sequence[str
     for key in _NEUTRAL_TEACHER:
         data["teacher"].pop(key, None)
     data["teacher"]["provider"] = config.teacher.resolved_provider()
-    data["generation"].pop("max_cost_usd", None)
+    for key in ("max_cost_usd", "max_extra_conversations", "mix_tolerance"):  # budgets: extra plans continue the ids
+        data["generation"].pop(key, None)
     data["distill"] = __version__  # another version may validate differently: its verdicts are not reused
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
     for plan in plans:

@@ -237,12 +237,13 @@ def test_rebuild_from_the_ledger_makes_no_call(teacher, tmp_path, monkeypatch) -
 def test_config_changes_keep_paid_answers(teacher, tmp_path) -> None:
     generate(load_config(_config_file(tmp_path)), tmp_path / "run", progress=False)
     sent = sum(teacher.answered.values())
-    # speed keys: the finished conversations are kept as they are
-    faster = load_config(_config_file(tmp_path, teacher={"concurrency": 16, "rpm": 10_000}))
+    # speed and budget keys: the finished conversations are kept as they are
+    faster = load_config(_config_file(tmp_path, teacher={"concurrency": 16, "rpm": 10_000},
+                                      generation={"max_extra_conversations": 5, "mix_tolerance": 0.5}))
     result = generate(faster, tmp_path / "run", progress=False)
     assert json.loads(result.manifest.read_text())["resume"] == {"resumed_conversations": 30, "new_conversations": 0}
     # a key that changes the run but not its requests: every conversation runs again, every answer from the ledger
-    other = load_config(_config_file(tmp_path, generation={"mix_tolerance": 0.5}))
+    other = load_config(_config_file(tmp_path, agent={"max_steps": 4}))
     result = generate(other, tmp_path / "run", progress=False)
     manifest = json.loads(result.manifest.read_text())
     assert manifest["resume"] == {"resumed_conversations": 0, "new_conversations": 30}
