@@ -149,3 +149,23 @@ def test_manifest_never_holds_endpoint_credentials(make_config, tmp_path: Path) 
     text = result.manifest.read_text()
     assert "s3cr3t-pass" not in text
     assert "https://<redacted>@llm.example/v1" in text
+
+
+def test_offline_teacher_varies_the_numbers_of_a_tool_example_consistently(
+    make_config, calculator_tool, configs_on_path, tmp_path: Path
+) -> None:
+    import re
+
+    calculator_tool["examples"] = [{"question": "What is 17 times 23?", "input": "17 * 23"}]
+    config = make_config(
+        tools=[calculator_tool],
+        generation={"conversations": 12, "seed": 0, "mix": {"tool": 1.0, "direct": 0.0, "multi_turn": 0.0}},
+    )
+    result = generate(config, tmp_path / "run", progress=False)
+    turns = [t.turns[0] for t in load_trajectories(result.run_dir)]
+    assert len({turn.question for turn in turns}) >= 10  # not one question twelve times
+    for turn in turns:
+        a, b = map(int, re.fullmatch(r"What is (\d+) times (\d+)\?", turn.question).groups())
+        call = turn.steps[0]
+        assert (call.action, call.action_input, call.observation) == ("Calculator", f"{a} * {b}", str(a * b))
+    assert result.conversations["accepted"] >= 10

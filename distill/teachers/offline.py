@@ -170,7 +170,7 @@ class OfflineTeacher:
             return [_small_talk(rng)]
         if not isinstance(tool, RetrieverTool) and tool is not None and tool.examples:
             example = rng.choice(tool.examples)
-            first = _vary(example, rng) if tool.structured else example.question
+            first = _vary(example, rng) if tool.structured else _vary_numbers(example, rng)
         else:
             sentences = _sentences(chunk.text) or [chunk.text]
             first = rng.choice(_ASK).format(t=_topic(rng.choice(sentences), rng))
@@ -320,11 +320,39 @@ def _vary(example: Any, rng: random.Random) -> str:
     return question
 
 
+_NUMBER = re.compile(r"(?<![\w.])\d+(?!\w)")
+
+
+def _vary_numbers(example: Any, rng: random.Random) -> str:
+    """A string example's question with the numbers it shares with its input redrawn (same number of digits), so
+    that "What is 17 times 23?" -> "17 * 23" also yields "What is 48 times 91?" -> "48 * 91" (_example_input)."""
+    shared = set(_NUMBER.findall(example.input)) & set(_NUMBER.findall(example.question))
+    if not shared:
+        return example.question
+    new = {n: str(rng.randrange(10 ** (len(n) - 1) if len(n) > 1 else 1, 10 ** len(n))) for n in shared}
+    return _NUMBER.sub(lambda m: new.get(m.group(), m.group()), example.question)
+
+
+def _numbers_input(example: Any, question: str) -> str | None:
+    """The string input of `example` for a question that is its question with other numbers; else None."""
+    if _NUMBER.sub("#", example.question) != _NUMBER.sub("#", question):
+        return None
+    shared = set(_NUMBER.findall(example.input))
+    pairs = zip(_NUMBER.findall(example.question), _NUMBER.findall(question), strict=True)
+    new = {old: now for old, now in pairs if old in shared}
+    return _NUMBER.sub(lambda m: new.get(m.group(), m.group()), example.input)
+
+
 def _example_input(tool: Any, question: str) -> Any:
     """The input of the example asked by `question`, ids included when the question varies them; else None."""
     for example in tool.examples:
         if example.question == question:
             return example.input
+    for example in tool.examples:
+        if isinstance(example.input, str):
+            found = _numbers_input(example, question)
+            if found is not None:
+                return found
     for example in tool.examples:
         if not isinstance(example.input, dict) or len(example.question) != len(question):
             continue
