@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from distill.config import Config, config_from_dict
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"
+ANSWER = "BM25 ranks passages by query terms."  # the reference answer of the eval tests' questions file
 
 BASE_CONFIG: dict[str, Any] = {
     "name": "test-agent",
@@ -79,3 +81,17 @@ def fake_openai(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def questions(tmp_path: Path) -> Path:
+    """A questions file for `distill eval` (three needing the search tool, one small talk)."""
+    path = tmp_path / "questions.jsonl"
+    rows = [
+        {"question": "What is BM25?", "reference": ANSWER, "used_tool": True},
+        {"question": "How does retrieval rank?", "reference": "BM25 ranks passages", "used_tool": True},
+        {"question": "What scores the passages?", "reference": ANSWER, "used_tool": True},
+        {"question": "Hello there!", "reference": ANSWER, "used_tool": False},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

@@ -23,10 +23,9 @@ from distill.index import ChunkIndex
 from distill.pipeline import generate, load_trajectories
 from distill.tools import ToolBox
 from distill.validator import render_action
-from tests.conftest import BASE_CONFIG, REPO
+from tests.conftest import ANSWER, BASE_CONFIG, REPO
 from tests.fake_openai import FakeResponse, chat_completion
 
-ANSWER = "BM25 ranks passages by query terms."
 SEARCH = "Vector Search Tool"
 
 
@@ -76,19 +75,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     out = tmp_path_factory.mktemp("eval-run") / "run"
     generate(config, out, progress=False)
     return config, out
-
-
-@pytest.fixture
-def questions(tmp_path: Path) -> Path:
-    path = tmp_path / "questions.jsonl"
-    rows = [
-        {"question": "What is BM25?", "reference": ANSWER, "used_tool": True},
-        {"question": "How does retrieval rank?", "reference": "BM25 ranks passages", "used_tool": True},
-        {"question": "What scores the passages?", "reference": ANSWER, "used_tool": True},
-        {"question": "Hello there!", "reference": ANSWER, "used_tool": False},
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def _m(count: int, total: int) -> dict[str, Any]:

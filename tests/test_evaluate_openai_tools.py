@@ -22,10 +22,10 @@ from distill.formats.openai_tools import OpenAIToolsFormat
 from distill.index import ChunkIndex
 from distill.pipeline import generate
 from distill.tools import ToolBox
-from tests.conftest import BASE_CONFIG, REPO
+from tests.conftest import ANSWER, BASE_CONFIG, REPO
 from tests.fake_openai import FakeResponse, chat_completion
+from tests.test_evaluate import _m
 
-ANSWER = "BM25 ranks passages by query terms."
 SEARCH_ARGS = '{ "input":"BM25" }'  # valid, not canonical: it must go back to the model as written
 
 
@@ -73,23 +73,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     out = tmp_path_factory.mktemp("eval-tools-run") / "run"
     generate(config, out, progress=False)
     return config, out
-
-
-@pytest.fixture
-def questions(tmp_path: Path) -> Path:
-    path = tmp_path / "questions.jsonl"
-    rows = [
-        {"question": "What is BM25?", "reference": ANSWER, "used_tool": True},
-        {"question": "How does retrieval rank?", "reference": "BM25 ranks passages", "used_tool": True},
-        {"question": "What scores the passages?", "reference": ANSWER, "used_tool": True},
-        {"question": "Hello there!", "reference": ANSWER, "used_tool": False},
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def _m(count: int, total: int) -> dict[str, Any]:
-    return {"rate": round(count / total, 4) if total else None, "count": count, "total": total}
 
 
 def test_scripted_tool_calling_models_figures_equal_the_known_values(run, questions, fake_openai, tmp_path) -> None:

@@ -20,7 +20,7 @@ from distill.pipeline import generate, load_trajectories, reexport
 from distill.tools import ToolBox
 from tests.fake_openai import FakeResponse, chat_completion
 from tests.test_openai_tools import SUPPORT, lint_reasons, read_lines, reference_problems, support_config
-from tests.test_parity import _examples_of, _replay, _strip_weight
+from tests.test_parity import replay_and_compare
 
 _FORMAT_ONLY = {"raw", "call_id"}  # what a step records of the format it was generated in
 
@@ -150,16 +150,5 @@ def test_langchain_lines_of_openai_tools_trajectories_pass_the_runtime_replay(tm
     trajectories = [t for t in load_trajectories(out) if t.outcome == "accepted"]
     assert {t.kind for t in trajectories} == {"tool", "direct", "multi_turn"}
     assert all(t.meta["format"] == "openai-tools" for t in trajectories)
-    checked = 0
-    for trajectory in trajectories:
-        rendered = [ex["messages"] for ex in _examples_of(trajectory, examples)]
-        responses = [m["content"] for msgs in rendered for m in msgs if m["role"] == "assistant" and "weight" not in m]
-        calls = _replay(chat, toolbox, trajectory.turns, responses)
-        assert len(calls) == len(responses)
-        i = 0
-        for msgs in rendered:
-            for j in [j for j, m in enumerate(msgs) if m["role"] == "assistant" and "weight" not in m]:
-                assert calls[i]["messages"] == _strip_weight(msgs[:j]), f"{trajectory.id} step {i}"
-                checked += 1
-                i += 1
+    checked = replay_and_compare(chat, toolbox, trajectories, examples)
     assert checked > 40

@@ -96,8 +96,17 @@ def test_every_trained_message_matches_the_runtime_prompt(run: tuple[Any, Path])
     assert any(len(turn.steps) >= 2 for t in trajectories for turn in t.turns), "need multi-step turns"
     assert any(len(t.turns) == 3 for t in trajectories), "need turns beyond the memory window (k=1)"
 
-    by_text = {json.dumps(_strip_weight(ex["messages"])): ex for ex in examples}
-    checked_steps = 0
+    checked_steps = replay_and_compare(config, toolbox, trajectories, examples)
+    assert checked_steps > 60
+
+
+def replay_and_compare(config: Any, toolbox: ToolBox, trajectories: list[Any], examples: list[dict[str, Any]]) -> int:
+    """Replay each trajectory through LangChain's agent; every trained step's prompt must equal the runtime's.
+
+    Returns the number of steps compared.
+    """
+    by_text = {json.dumps(_strip_weight(ex["messages"])) for ex in examples}
+    checked = 0
     for trajectory in trajectories:
         # The recorded assistant messages are those of the exported examples, turn after turn.
         rendered = [ex["messages"] for ex in _examples_of(trajectory, examples)]
@@ -106,14 +115,13 @@ def test_every_trained_message_matches_the_runtime_prompt(run: tuple[Any, Path])
         assert len(calls) == len(responses)
         i = 0
         for msgs in rendered:
-            positions = [j for j, m in enumerate(msgs) if m["role"] == "assistant" and "weight" not in m]
-            for j in positions:
+            for j in [j for j, m in enumerate(msgs) if m["role"] == "assistant" and "weight" not in m]:
                 assert calls[i]["messages"] == _strip_weight(msgs[:j]), f"{trajectory.id} step {i}"
                 assert calls[i]["stop"] == ["\nObservation:", "\n\tObservation:"]
-                checked_steps += 1
+                checked += 1
                 i += 1
         assert all(json.dumps(_strip_weight(m)) in by_text for m in rendered)
-    assert checked_steps > 60
+    return checked
 
 
 def _examples_of(trajectory: Any, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
