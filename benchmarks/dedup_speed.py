@@ -11,7 +11,7 @@ import sys
 import time
 
 from distill.config import DedupConfig
-from distill.dedup import find_duplicates
+from distill.generation.dedup import find_duplicates
 from distill.trajectory import Step, Trajectory, Turn
 
 WORDS = [f"w{i}" for i in range(5000)]

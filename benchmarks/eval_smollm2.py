@@ -83,8 +83,8 @@ def wait_ready(url: str, proc: subprocess.Popen[Any], timeout: float = 180) -> N
 def replay_server(run_dir: Path) -> ThreadingHTTPServer:
     """An OpenAI-compatible server that answers each step with the run's recorded reference action."""
     sys.path.insert(0, str(REPO))
-    from distill.pipeline import load_trajectories
-    from distill.validator import render_action
+    from distill.formats.langchain_actions import render_action
+    from distill.generation.pipeline import load_trajectories
 
     held_out = set(json.loads((run_dir / "manifest.json").read_text())["split"]["validation_documents"])
     turns = {t.turns[0].question: t.turns[0] for t in load_trajectories(run_dir)

@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from distill.config import config_from_dict
-    from distill.pipeline import generate
+    from distill.generation.pipeline import generate
 
     work = Path(tempfile.mkdtemp(prefix="distill-formats-"))
     docs = work / "docs"

@@ -1,4 +1,4 @@
-"""Speed of `distill.index.ChunkIndex`: build time and queries/s for `search` and `search_many` on 10k chunks.
+"""Speed of `distill.generation.index.ChunkIndex`: build time and queries/s for `search` and `search_many` on 10k chunks.
 
 Run: `python benchmarks/index_speed.py [--chunks 10000] [--queries 2000] [--k 3]`. Synthetic, seeded text: each chunk
 is ~150 words drawn (Zipf-like) from a 20k-word vocabulary; each query is 3-8 words from the same vocabulary.
@@ -11,8 +11,8 @@ import random
 import string
 import time
 
-from distill.index import ChunkIndex
-from distill.sources import Chunk
+from distill.generation.index import ChunkIndex
+from distill.generation.sources import Chunk
 
 __all__ = ["main"]
 

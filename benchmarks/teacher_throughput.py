@@ -185,8 +185,8 @@ async def _drive(teacher, n: int, workers: int) -> list[tuple[float, float]]:
 
 
 def run_setup(name: str, port: int, args: argparse.Namespace, rpm_configured: int | None) -> dict:
-    from distill.costs import Meter, price_for
-    from distill.ledger import Ledger
+    from distill.teachers.costs import Meter, price_for
+    from distill.teachers.ledger import Ledger
     from distill.teachers.openai_teacher import OpenAITeacher
 
     _get(port, "/reset")

@@ -5,20 +5,21 @@ The public Python API; heavy modules are imported when a function is first calle
 
 from __future__ import annotations
 
+from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from distill.config import Config
-    from distill.estimate import Estimate
-    from distill.eval_report import EvalReport
-    from distill.finetuning import FinetuneResult
-    from distill.lint import LintReport
-    from distill.pipeline import GenerateResult
-    from distill.publishing import PublishResult
-    from distill.report import ReportResult
+    from distill.evaluation.report import EvalReport
+    from distill.finetuning.finetune import FinetuneResult
+    from distill.generation.estimate import Estimate
+    from distill.generation.pipeline import GenerateResult
+    from distill.publishing.publish import PublishResult
+    from distill.reporting.report import ReportResult
+    from distill.validation.lint import LintReport
 
 __all__ = ["estimate", "evaluate", "finetune", "generate", "load_config", "publish", "report", "validate"]
-__version__ = "0.1.0"
+__version__ = _version("distill")
 
 
 def load_config(path: Any) -> Config:
@@ -31,7 +32,7 @@ def load_config(path: Any) -> Config:
 def generate(config: Config | str, out: Any = None, *, progress: bool = True, **options: Any) -> GenerateResult:
     """Run the pipeline for a config (or a config path); returns paths and counts. It resumes what the run folder
     holds; options: fresh (run every conversation again), from_ledger (answer every request from the ledger)."""
-    from distill.pipeline import generate as _generate
+    from distill.generation.pipeline import generate as _generate
 
     if not hasattr(config, "tools"):
         config = load_config(config)
@@ -41,7 +42,7 @@ def generate(config: Config | str, out: Any = None, *, progress: bool = True, **
 def estimate(config: Config | str, out: Any = None, *, pilot: int = 10, progress: bool = True) -> Estimate:
     """Run a pilot of `pilot` conversations in the run folder and project tokens, dollars, acceptance and time for
     the full run (`print(e.format())`); `distill generate` on the same folder resumes after the pilot."""
-    from distill.estimate import estimate as _estimate
+    from distill.generation.estimate import estimate as _estimate
 
     if not hasattr(config, "tools"):
         config = load_config(config)
@@ -50,7 +51,7 @@ def estimate(config: Config | str, out: Any = None, *, pilot: int = 10, progress
 
 def validate(path: Any, config: Config | str | None = None, *, model: str | None = None) -> LintReport:
     """Lint a fine-tuning JSONL file; `report.ok` is True when every line passes."""
-    from distill.lint import lint_file
+    from distill.validation.lint import lint_file
 
     if config is not None and not hasattr(config, "tools"):
         config = load_config(config)
@@ -61,7 +62,7 @@ def evaluate(config: Config | str, models: Any, **options: Any) -> EvalReport:
     """Evaluate one or more models (an id or a list) as the agent on held-out questions; writes RUN/eval/ (or `out=`)
     and returns the report (`report.models[m].to_dict()["format_adherence"]`, `report.table()`). Options: run,
     questions, n, base_url, out, few_shot, temperature, max_tokens, concurrency, progress."""
-    from distill.evaluation import evaluate as _evaluate
+    from distill.evaluation.evaluate import evaluate as _evaluate
 
     if not hasattr(config, "tools"):
         config = load_config(config)
@@ -72,7 +73,7 @@ def publish(run: Any, repo: str, *, private: bool = False, dry_run: Any = None, 
     """Push a run folder's train/validation data and a provenance card to the Hub dataset repo `repo` (OWNER/NAME);
     `dry_run=DIR` writes exactly those files to DIR instead. Options: token (default HF_TOKEN or the stored login),
     config (whose `publish:` section applies; default the run's)."""
-    from distill.publishing import publish as _publish
+    from distill.publishing.publish import publish as _publish
 
     config = options.get("config")
     if config is not None and not hasattr(config, "tools"):
@@ -83,7 +84,7 @@ def publish(run: Any, repo: str, *, private: bool = False, dry_run: Any = None, 
 def finetune(run: Any, **options: Any) -> FinetuneResult:
     """Start (or re-attach to) the OpenAI fine-tuning job of a run folder, recorded in RUN/finetune.json. Options:
     model, suffix, epochs, wait, cancel, new, estimate_only, base_url, price, poll_interval, echo (e.g. print)."""
-    from distill.finetuning import finetune as _finetune
+    from distill.finetuning.finetune import finetune as _finetune
 
     return _finetune(run, **options)
 
@@ -91,6 +92,6 @@ def finetune(run: Any, **options: Any) -> FinetuneResult:
 def report(run: Any, *, examples: int = 3) -> ReportResult:
     """Write RUN/report.html (self-contained: inline SVG charts, a few example conversations) and RUN/report.json;
     returns their paths and the figures."""
-    from distill.report import write_report
+    from distill.reporting.report import write_report
 
     return write_report(run, examples=examples)

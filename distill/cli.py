@@ -22,7 +22,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from distill.config import load_config
-    from distill.pipeline import generate
+    from distill.generation.pipeline import generate
 
     config = load_config(args.config)
     try:
@@ -57,7 +57,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
     from distill.config import load_config
-    from distill.estimate import estimate
+    from distill.generation.estimate import estimate
 
     config = load_config(args.config)
     print(estimate(config, args.out, pilot=args.pilot, progress=not args.no_progress).format())
@@ -75,7 +75,7 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from distill.config import load_config
-    from distill.lint import format_report, lint_file
+    from distill.validation.lint import format_report, lint_file
 
     config = load_config(args.config) if args.config else None
     if not Path(args.file).is_file():
@@ -96,7 +96,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from distill.config import load_config
-    from distill.pipeline import default_run_dir, reexport
+    from distill.generation.pipeline import default_run_dir, reexport
 
     config = load_config(args.config)
     run_dir = Path(args.run) if args.run else default_run_dir(config)
@@ -115,7 +115,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from distill.config import load_config
-    from distill.evaluation import evaluate
+    from distill.evaluation.evaluate import evaluate
 
     config = load_config(args.config)
     report = evaluate(
@@ -153,8 +153,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
-    from distill.chat import chat
     from distill.config import load_config
+    from distill.evaluation.chat import chat
 
     config = load_config(args.config)
     return chat(config, args.model, question=args.question, run=args.run, base_url=args.base_url,
@@ -174,7 +174,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_publish(args: argparse.Namespace) -> int:
     from distill.config import load_config
-    from distill.publishing import publish
+    from distill.publishing.publish import publish
 
     config = load_config(args.config) if args.config else None
     result = publish(args.run, args.repo, private=args.private, dry_run=args.dry_run, config=config)
@@ -198,7 +198,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from distill.finetuning import finetune
+    from distill.finetuning.finetune import finetune
 
     try:
         result = finetune(
@@ -240,7 +240,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from distill.report import write_report
+    from distill.reporting.report import write_report
 
     result = write_report(args.run, examples=args.examples)
     c = result.figures["run"].get("conversations", {})

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from distill.trajectory import FINAL_ANSWER
+
 __all__ = [
     "FINAL_ANSWER",
     "TOOL_KINDS",
@@ -25,7 +27,6 @@ __all__ = [
     "schema_problem",
 ]
 
-FINAL_ANSWER = "Final Answer"
 _BAD_NAME_CHARS = re.compile(r"[\n\r:{}`,\"]")
 _FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for tool (function) names
 

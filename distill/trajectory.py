@@ -7,14 +7,46 @@ document and chunk), its turns (each a user question and the agent's steps) and 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ConversationKind", "Outcome", "Plan", "Step", "Trajectory", "Turn"]
+__all__ = ["FINAL_ANSWER", "ConversationKind", "Outcome", "Plan", "Reason", "Step", "Trajectory", "Turn"]
 
 ConversationKind = Literal["tool", "direct", "multi_turn"]
 Outcome = Literal["accepted", "rejected", "failed"]
+
+FINAL_ANSWER = "Final Answer"  # the action that ends a turn, in every format
+
+
+class Reason(StrEnum):
+    """Why an assistant message, a conversation or an example was rejected."""
+
+    NO_JSON_BLOCK = "no_json_block"
+    MULTIPLE_BLOCKS = "multiple_blocks"
+    UNCLOSED_BLOCK = "unclosed_block"
+    FENCE_NOT_JSON = "fence_not_json"
+    TEXT_OUTSIDE_BLOCK = "text_outside_block"
+    INVALID_JSON = "invalid_json"
+    BAD_KEYS = "bad_keys"
+    UNKNOWN_ACTION = "unknown_action"
+    ACTION_INPUT_NOT_STRING = "action_input_not_string"
+    ACTION_INPUT_SCHEMA = "action_input_schema"
+    EMPTY_ANSWER = "empty_answer"
+    TRUNCATED = "truncated"
+    CONTENT_FILTER = "content_filter"
+    NO_FINAL_ANSWER = "no_final_answer"
+    TOO_MANY_STEPS = "too_many_steps"
+    OVER_TOKEN_LIMIT = "over_token_limit"
+    TEACHER_ERROR = "teacher_error"
+    BAD_QUESTION = "bad_question"
+    # structured tool inputs, native tool calls (agent.format openai-tools) and simulated tools
+    INVALID_ARGUMENTS = "invalid_arguments"
+    ARGUMENTS_SCHEMA = "arguments_schema"
+    PARALLEL_NOT_ALLOWED = "parallel_tool_calls_not_allowed"
+    FORMAT_DEPENDENT = "format_dependent"
+    SIMULATED_OUTPUT = "simulated_output"
 
 
 class _Record(BaseModel):
@@ -54,7 +86,7 @@ class Step(_Record):
     @property
     def is_final(self) -> bool:
         """True for the "Final Answer" step."""
-        return self.action == "Final Answer"
+        return self.action == FINAL_ANSWER
 
 
 class Turn(_Record):

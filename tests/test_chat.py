@@ -17,13 +17,13 @@ import yaml
 from langchain_classic.agents.conversational_chat.prompt import TEMPLATE_TOOL_RESPONSE
 
 import distill
-from distill.chat import chat
+from distill.agent.tools import ToolBox
 from distill.cli import main
 from distill.config import config_from_dict
-from distill.index import ChunkIndex
-from distill.pipeline import generate
-from distill.tools import ToolBox
-from distill.validator import render_action
+from distill.evaluation.chat import chat
+from distill.formats.langchain_actions import render_action
+from distill.generation.index import ChunkIndex
+from distill.generation.pipeline import generate
 from tests.conftest import BASE_CONFIG, REPO
 
 SEARCH = "Vector Search Tool"

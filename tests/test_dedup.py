@@ -9,12 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from distill.config import DedupConfig
-from distill.dedup import find_duplicates, normalize, question_key, shingles
-from distill.export import export_run
 from distill.formats import get_format
-from distill.pipeline import generate, reexport
+from distill.formats.langchain_actions import render_action
+from distill.generation.dedup import find_duplicates, normalize, question_key, shingles
+from distill.generation.export import export_run
+from distill.generation.pipeline import generate, reexport
 from distill.trajectory import Step, Trajectory, Turn
-from distill.validator import render_action
 from tests.fake_openai import FakeResponse
 
 BASE = "How does the validator decide that a teacher answer must be rejected before export?"

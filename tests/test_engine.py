@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from distill.errors import RunStopped
-from distill.ledger import Ledger
-from distill.pipeline import generate, load_trajectories
+from distill.formats.langchain_actions import render_action
+from distill.generation.pipeline import generate, load_trajectories
 from distill.teachers.base import TeacherCallError, TeacherRequest
+from distill.teachers.ledger import Ledger
 from distill.teachers.limits import RateLimiter, parse_duration, retry_after
 from distill.teachers.openai_teacher import OpenAITeacher
 from distill.trajectory import Plan
-from distill.validator import render_action
 from tests.fake_openai import FakeRequest, FakeResponse, chat_completion
 
 OK = FakeResponse(json=chat_completion("fine"))

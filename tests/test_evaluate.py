@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 
 import distill
-import distill.evaluation
+import distill.evaluation.evaluate
+from distill.agent.tools import ToolBox
 from distill.cli import main
 from distill.config import config_from_dict
+from distill.formats.langchain_actions import render_action
 from distill.formats.langchain_chat import STOP_SEQUENCES, LangChainChatFormat
-from distill.index import ChunkIndex
-from distill.pipeline import generate, load_trajectories
-from distill.tools import ToolBox
-from distill.validator import render_action
+from distill.generation.index import ChunkIndex
+from distill.generation.pipeline import generate, load_trajectories
 from tests.conftest import ANSWER, BASE_CONFIG, REPO
 from tests.fake_openai import FakeResponse, chat_completion
 
@@ -258,9 +258,9 @@ def test_each_model_may_have_its_own_endpoint(run, questions, fake_openai, tmp_p
 
 def test_bad_options_are_errors(run, fake_openai) -> None:
     config, run_dir = run
-    with pytest.raises(distill.evaluation.EvalError, match="concurrency must be at least 1, got 0"):
+    with pytest.raises(distill.evaluation.evaluate.EvalError, match="concurrency must be at least 1, got 0"):
         distill.evaluate(config, ["valid"], run=run_dir, concurrency=0)
-    with pytest.raises(distill.evaluation.EvalError, match="few_shot must be at least 0, got -1"):
+    with pytest.raises(distill.evaluation.evaluate.EvalError, match="few_shot must be at least 0, got -1"):
         distill.evaluate(config, ["valid"], run=run_dir, few_shot=-1)
     assert not fake_openai.requests
 

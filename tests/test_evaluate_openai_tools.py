@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 import distill
+from distill.agent.tools import ToolBox
 from distill.config import config_from_dict
 from distill.formats.openai_tools import OpenAIToolsFormat
-from distill.index import ChunkIndex
-from distill.pipeline import generate
-from distill.tools import ToolBox
+from distill.generation.index import ChunkIndex
+from distill.generation.pipeline import generate
 from tests.conftest import ANSWER, BASE_CONFIG, REPO
 from tests.fake_openai import FakeResponse, chat_completion
 from tests.test_evaluate import _m

@@ -14,10 +14,10 @@ import pytest
 from distill.cli import main
 from distill.config import config_from_dict
 from distill.errors import FinetuneError
-from distill.finetune_cost import estimate_cost, price_per_1m
-from distill.finetune_jobs import LEDGER
-from distill.finetuning import finetune
-from distill.pipeline import generate
+from distill.finetuning.cost import estimate_cost, price_per_1m
+from distill.finetuning.finetune import finetune
+from distill.finetuning.jobs import LEDGER
+from distill.generation.pipeline import generate
 from distill.tokens import count_example, default_epochs
 from tests.conftest import BASE_CONFIG
 from tests.fake_finetune import VALIDATION_FAILURE_SCRIPT, FakeFineTuning
@@ -262,7 +262,7 @@ def test_no_secret_in_any_file_of_the_run_folder_or_the_card(
 ) -> None:
     from huggingface_hub import constants
 
-    from distill.publishing import publish
+    from distill.publishing.publish import publish
     from tests.fake_hub import FakeHub
 
     openai_key = "sk-" + "proj-SECRET-openai-key-0123456789"  # built in two parts: no key-shaped literal in the repo

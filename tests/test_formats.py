@@ -12,12 +12,12 @@ from typing import Any
 
 import yaml
 
+from distill.agent.tools import ToolBox
 from distill.cli import main
 from distill.config import load_config
-from distill.index import ChunkIndex
-from distill.lint import lint_file
-from distill.pipeline import generate, load_trajectories, reexport
-from distill.tools import ToolBox
+from distill.generation.index import ChunkIndex
+from distill.generation.pipeline import generate, load_trajectories, reexport
+from distill.validation.lint import lint_file
 from tests.fake_openai import FakeResponse, chat_completion
 from tests.test_openai_tools import SUPPORT, lint_reasons, read_lines, reference_problems, support_config
 from tests.test_parity import replay_and_compare

@@ -1,4 +1,4 @@
-"""Tests for distill.index: BM25 ranking, empty queries, save/load round trips and batched search."""
+"""Tests for distill.generation.index: BM25 ranking, empty queries, save/load round trips and batched search."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from distill.errors import RunFolderError
-from distill.index import CHUNKS_FILE, ChunkIndex
-from distill.sources import Chunk
+from distill.generation.index import CHUNKS_FILE, ChunkIndex
+from distill.generation.sources import Chunk
 
 TEXTS = [
     "The quokka is a small marsupial found on Rottnest Island near Perth.",
@@ -164,7 +164,7 @@ def test_nothing_printed_or_logged(
 def test_query_tokens_match_bm25s_tokenize_on_the_corpus() -> None:
     import bm25s
 
-    from distill.index import query_tokens
+    from distill.generation.index import query_tokens
 
     corpus = Path(__file__).resolve().parent.parent / "corpus"
     texts = [line for p in sorted(corpus.glob("*.md")) for line in p.read_text().splitlines() if line.strip()]

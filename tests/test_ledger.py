@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from distill.costs import Meter, Price, cost_usd, price_for
 from distill.errors import ConfigError
-from distill.ledger import Ledger
 from distill.teachers.base import TeacherCallError, TeacherRequest
+from distill.teachers.costs import Meter, Price, cost_usd, price_for
+from distill.teachers.ledger import Ledger
 from distill.teachers.openai_teacher import OpenAITeacher, reply_from_body
 from tests.fake_openai import FakeResponse, chat_completion
 
@@ -72,7 +72,7 @@ def test_record_lookup_and_failed_rows_never_answer(tmp_path: Path) -> None:
 def test_wal_and_durable_across_processes(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
     code = (
-        "from distill.ledger import Ledger\n"
+        "from distill.teachers.ledger import Ledger\n"
         f"l = Ledger.open({str(path)!r})\n"
         "l.record('k', ok=True, stage='questions', model='m', request=b'{}', response='{\"choices\": []}')\n"
         "import os; os._exit(0)\n"  # no close, no cleanup: as after a kill

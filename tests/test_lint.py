@@ -14,9 +14,10 @@ from langchain_core.tools import Tool
 
 from distill.config import Config, config_from_dict
 from distill.errors import DistillError
-from distill.lint import DEFAULT_MODEL, LintReport, Problem, format_report, lint_example, lint_file
+from distill.formats.langchain_actions import render_action
 from distill.tokens import count_example
-from distill.validator import FINAL_ANSWER, render_action
+from distill.trajectory import FINAL_ANSWER
+from distill.validation.lint import DEFAULT_MODEL, LintReport, Problem, format_report, lint_example, lint_file
 
 SEARCH = "Vector Search Tool"
 TICKET = "Ticket Lookup"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distill.pipeline import generate, load_trajectories
-from distill.validator import render_action
+from distill.formats.langchain_actions import render_action
+from distill.generation.pipeline import generate, load_trajectories
 from tests.fake_openai import FakeResponse, chat_completion
 
 

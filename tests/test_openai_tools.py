@@ -21,9 +21,9 @@ import yaml
 from distill.config import config_from_dict
 from distill.errors import ConfigError
 from distill.formats.openai_tools import OpenAIToolsFormat
-from distill.lint import lint_example, lint_file
-from distill.pipeline import generate, load_trajectories
+from distill.generation.pipeline import generate, load_trajectories
 from distill.teachers.base import TeacherReply, TeacherRequest
+from distill.validation.lint import lint_example, lint_file
 
 REPO = Path(__file__).resolve().parent.parent
 SUPPORT = yaml.safe_load((REPO / "configs" / "support_agent.yaml").read_text(encoding="utf-8"))

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from distill.index import ChunkIndex
-from distill.pipeline import generate, load_trajectories
-from distill.tools import ToolBox
+from distill.agent.tools import ToolBox
+from distill.generation.index import ChunkIndex
+from distill.generation.pipeline import generate, load_trajectories
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from distill.lint import lint_file
-from distill.pipeline import generate, load_trajectories, reexport
+from distill.generation.pipeline import generate, load_trajectories, reexport
+from distill.validation.lint import lint_file
 
 from .conftest import BASE_CONFIG, CORPUS
 

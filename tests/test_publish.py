@@ -13,10 +13,10 @@ import yaml
 
 from distill.cli import main
 from distill.config import config_from_dict
-from distill.dataset_rows import row_to_example
 from distill.errors import PublishError
-from distill.pipeline import generate
-from distill.publishing import publish
+from distill.generation.pipeline import generate
+from distill.publishing.publish import publish
+from distill.publishing.rows import row_to_example
 from tests.conftest import BASE_CONFIG
 from tests.fake_hub import FakeHub
 
@@ -249,7 +249,7 @@ def test_cli_dry_run_and_config_override(
 
 
 def test_redact_hides_key_like_fields_secret_values_and_url_credentials() -> None:
-    from distill.dataset_card import REDACTED, redact
+    from distill.redact import REDACTED, redact
 
     config = {
         "teacher": {"api_key": "abc", "max_tokens": 1024, "base_url": "https://bob:hunter2@proxy.example/v1"},

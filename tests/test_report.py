@@ -13,8 +13,8 @@ import pytest
 
 from distill.cli import main
 from distill.config import config_from_dict
-from distill.pipeline import generate
-from distill.report import SECTIONS, write_report
+from distill.generation.pipeline import generate
+from distill.reporting.report import SECTIONS, write_report
 
 from .conftest import BASE_CONFIG
 

@@ -23,10 +23,10 @@ import yaml
 from distill.cli import main
 from distill.config import load_config
 from distill.errors import RunStopped
-from distill.pipeline import generate
-from distill.resume import RunSession
+from distill.formats.langchain_actions import render_action
+from distill.generation.pipeline import generate
+from distill.generation.resume import RunSession
 from distill.trajectory import Trajectory
-from distill.validator import render_action
 from tests.conftest import CORPUS
 from tests.fake_openai import FakeRequest, FakeResponse, chat_completion
 
@@ -275,8 +275,8 @@ def test_resume_drops_cut_lines_and_failed_conversations(make_config, tmp_path) 
     lines = path.read_text().splitlines()
     failed = Trajectory.model_validate_json(lines[1]).fail("rollout", "http_500", "boom").model_dump_json()
     path.write_text("\n".join([lines[0], failed, lines[2], lines[0], lines[3][:40]]) + "\n")  # a dup and a cut line
-    from distill.questions import plan_conversations
-    from distill.sources import chunk_documents, load_documents
+    from distill.generation.questions import plan_conversations
+    from distill.generation.sources import chunk_documents, load_documents
 
     chunks = chunk_documents(load_documents(config)[0], config.chunking)
     plans = plan_conversations(config, chunks)

@@ -1,4 +1,4 @@
-"""Tests for distill.sources: loading every source kind, skipping bad files with reasons, and chunking."""
+"""Tests for distill.generation.sources: loading every source kind, skipping bad files with reasons, and chunking."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from distill.config import ChunkingConfig, Config, config_from_dict
 from distill.errors import SourceError
-from distill.sources import Chunk, Document, SkippedSource, chunk_documents, load_documents
+from distill.generation.sources import Chunk, Document, SkippedSource, chunk_documents, load_documents
 
 TOOLS = [{"name": "Vector Search Tool", "description": "Searches.", "kind": "retriever"}]
 

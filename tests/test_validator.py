@@ -8,7 +8,8 @@ import pytest
 from langchain_classic.agents.conversational_chat.output_parser import ConvoOutputParser
 from langchain_core.agents import AgentAction, AgentFinish
 
-from distill.validator import FINAL_ANSWER, Reason, ToolSpec, check_action, render_action
+from distill.formats.langchain_actions import ToolSpec, check_action, render_action
+from distill.trajectory import FINAL_ANSWER, Reason
 
 FENCE = "```"
 TOOLS = {

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from distill.config import Config
-from distill.formats import NotRenderable, Reading
-from distill.trajectory import Step, Trajectory, Turn
-from distill.validator import Reason, ToolSpec, check_action, render_action
+from distill.formats.base import NotRenderable, Reading
+from distill.formats.langchain_actions import ToolSpec, check_action, render_action
+from distill.trajectory import Reason, Step, Trajectory, Turn
 
 __all__ = ["STOP_SEQUENCES", "LangChainChatFormat"]
 

@@ -24,9 +24,8 @@ from functools import lru_cache
 from typing import Any
 
 from distill.config import Config, is_object_schema, schema_problem
-from distill.formats import NotRenderable, Reading
-from distill.trajectory import Step, Trajectory, Turn
-from distill.validator import FINAL_ANSWER, Reason
+from distill.formats.base import NotRenderable, Reading
+from distill.trajectory import FINAL_ANSWER, Reason, Step, Trajectory, Turn
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "OpenAIToolsFormat", "check_line", "tool_definition", "tool_parameters"]
 
@@ -194,7 +193,7 @@ class OpenAIToolsFormat:
         return [self.render_turn(trajectory.turns[:i], turn) for i, turn in enumerate(trajectory.turns)]
 
 
-# -- linting fine-tuning lines of this format (used by distill.lint) -------------------------------------------------
+# -- linting fine-tuning lines of this format (used by distill.validation.lint) -------------------------------------------------
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -259,7 +258,7 @@ def check_line(
     arguments that parse as JSON into an object satisfying the schema; parallel calls only when
     `parallel_tool_calls` is not false; at most `max_steps` assistant messages after the last user message; the line
     ends with an assistant text answer. Pairing of `tool_call_id`s and consecutive assistant messages are checked by
-    the generic format checks of `distill.lint`.
+    the generic format checks of `distill.validation.lint`.
     """
     out: list[tuple[str, str, int | None]] = []
     parameters = _line_parameters(example, out) if "tools" in example else {}

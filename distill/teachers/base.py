@@ -13,9 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from distill.config import Config
-
-__all__ = ["Teacher", "TeacherCallError", "TeacherReply", "TeacherRequest", "make_teacher"]
+__all__ = ["Teacher", "TeacherCallError", "TeacherReply", "TeacherRequest"]
 
 
 @dataclass(slots=True)
@@ -80,15 +78,3 @@ class Teacher(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
-
-
-def make_teacher(config: Config) -> Teacher:
-    """The teacher the config asks for (`auto`: openai when OPENAI_API_KEY is set, else offline)."""
-    provider = config.teacher.resolved_provider()
-    if provider == "offline":
-        from distill.teachers.offline import OfflineTeacher
-
-        return OfflineTeacher(config)
-    from distill.teachers.openai_teacher import OpenAITeacher
-
-    return OpenAITeacher(config)

@@ -32,10 +32,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from distill.config import TeacherConfig
-from distill.costs import Meter, cost_usd
 from distill.errors import RunStopped
-from distill.ledger import Ledger
 from distill.teachers.base import TeacherCallError
+from distill.teachers.costs import Meter, cost_usd
+from distill.teachers.ledger import Ledger
 from distill.teachers.limits import RateLimiter, retry_after
 
 __all__ = ["CLIENT_CONNECTIONS", "Engine", "build_clients", "usage_of"]

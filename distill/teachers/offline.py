@@ -6,7 +6,7 @@ retrieved sentence that best matches the question; it answers small talk directl
 sentences of the same chunk. Same config and seed, same output. The manifest says plainly that it wrote the data.
 The same policy answers in either agent format: a LangChain JSON blob, or native `tool_calls` when the request
 carries `tools` (two parallel searches for some questions when `parallel_tool_calls` is allowed); it also writes
-simulated tools' observations deterministically (`distill.simulated.simulate_offline`).
+simulated tools' observations deterministically (`distill.teachers.sampler.simulate_offline`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from functools import lru_cache
 from typing import Any
 
 from distill.config import Config, PythonTool, RetrieverTool, SimulatedTool
+from distill.formats.langchain_actions import render_action
 from distill.teachers.base import TeacherReply, TeacherRequest
-from distill.validator import FINAL_ANSWER, render_action
+from distill.trajectory import FINAL_ANSWER
 
 __all__ = ["OfflineTeacher"]
 
@@ -150,7 +151,7 @@ class OfflineTeacher:
         if request.stage == "questions":
             text = json.dumps({"questions": self._questions(request.context)})
         elif request.stage == "simulate":
-            from distill.simulated import simulate_offline
+            from distill.teachers.sampler import simulate_offline
 
             text = simulate_offline(request.context)
         elif request.tools is not None:  # native tool calling: answer with tool_calls
@@ -241,7 +242,7 @@ class OfflineTeacher:
             return found if isinstance(found, str) else json.dumps(found, ensure_ascii=False)
         if not tool.structured:
             return question
-        from distill.simulated import sample_instance
+        from distill.teachers.sampler import sample_instance
 
         rng = random.Random(f"{plan.seed}:{tool.name}")
         arguments = sample_instance(tool.input_schema, rng, examples=[e.input for e in tool.examples])

@@ -12,11 +12,11 @@ import os
 from typing import Any
 
 from distill.config import Config
-from distill.costs import Meter
 from distill.errors import TeacherError
-from distill.ledger import Ledger
 from distill.teachers.base import TeacherCallError, TeacherReply, TeacherRequest
+from distill.teachers.costs import Meter
 from distill.teachers.engine import Engine, build_clients, usage_of
+from distill.teachers.ledger import Ledger
 
 __all__ = ["OpenAITeacher", "reply_from_body"]
 

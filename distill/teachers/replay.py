@@ -8,9 +8,9 @@ conversation that now takes another path) fails with reason `not_in_ledger`.
 from __future__ import annotations
 
 from distill.config import Config
-from distill.costs import Meter
-from distill.ledger import Ledger
 from distill.teachers.base import TeacherCallError, TeacherReply, TeacherRequest
+from distill.teachers.costs import Meter
+from distill.teachers.ledger import Ledger
 
 __all__ = ["LedgerTeacher"]
 

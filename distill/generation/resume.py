@@ -22,14 +22,14 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from distill import __version__
 from distill.config import Config
-from distill.costs import Meter
 from distill.errors import RunStopped
-from distill.ledger import LEDGER_FILE, Ledger
+from distill.teachers.costs import Meter
+from distill.teachers.ledger import LEDGER_FILE, Ledger
 from distill.trajectory import Plan, Trajectory
 
 __all__ = ["RUN_STATE", "TRAJECTORIES", "RunSession", "fingerprint"]
@@ -50,7 +50,7 @@ def fingerprint(config: Config, plans: Sequence[Plan], chunk_texts: Sequence[str
     data["teacher"]["provider"] = config.teacher.resolved_provider()
     for key in ("max_cost_usd", "max_extra_conversations", "mix_tolerance"):  # budgets: extra plans continue the ids
         data["generation"].pop(key, None)
-    data["distill"] = __version__  # another version may validate differently: its verdicts are not reused
+    data["distill"] = version("distill")  # another version may validate differently: its verdicts are not reused
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
     for plan in plans:
         digest.update(plan.model_dump_json().encode())
@@ -132,7 +132,7 @@ class RunSession:
                 )
             teacher = LedgerTeacher(config, None)
         elif teacher is None:
-            from distill.teachers.base import make_teacher
+            from distill.teachers import make_teacher
 
             teacher = make_teacher(config)
         session = cls(config, run_dir, teacher)

@@ -4,7 +4,7 @@ This is the engine behind `distill validate FILE [--config C]`. Every non-blank 
 fine-tuning service accepts (the OpenAI cookbook's checks, updated for `tool` messages, `tool_calls` and `weight`,
 plus the tool-call structure the service rejects with an opaque "invalid schema"), and counted against the target
 model's per-example token limit. Lines in LangChain's conversational-chat format (a user message that contains
-the SUFFIX header "TOOLS\\n------") are also checked step by step with the strict `distill.validator.check_action`:
+the SUFFIX header "TOOLS\\n------") are also checked step by step with the strict `distill.formats.langchain_actions.check_action`:
 every trained assistant message must be exactly one canonical action, and every turn must end in a Final Answer
 within the configured step budget. Lines with `tools` or `tool_calls` (native tool calling, `agent.format:
 openai-tools`) are checked by `distill.formats.openai_tools.check_line`: valid function definitions, known
@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from distill.config import Config
 from distill.errors import DistillError
-from distill.tokens import count_example, default_epochs, example_limit, token_stats
-from distill.validator import Reason, ToolSpec, check_action
+from distill.formats.langchain_actions import ToolSpec, check_action
+from distill.tokens import count_example, example_limit
+from distill.trajectory import Reason
+from distill.validation.report import LintReport, Problem, format_report
 
 __all__ = ["DEFAULT_MODEL", "LintReport", "Problem", "format_report", "lint_example", "lint_file"]
+
 
 DEFAULT_MODEL = "gpt-4o-mini-2024-07-18"
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -36,36 +37,6 @@ _MESSAGE_KEYS = frozenset(
     {"role", "content", "name", "weight", "tool_calls", "tool_call_id", "function_call", "refusal"}
 )
 _TOP_KEYS = frozenset({"messages", "tools", "parallel_tool_calls", "functions"})
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with one line; `message` is the index into its "messages" list, when one is to blame."""
-
-    line: int
-    reason: str
-    detail: str
-    message: int | None = None
-
-
-@dataclass
-class LintReport:
-    """The outcome of linting one file."""
-
-    path: str
-    lines: int
-    ok_lines: int
-    problems: list[Problem] = field(default_factory=list)
-    token_counts: list[int] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when no line has a problem."""
-        return not self.problems
-
-    def by_reason(self) -> dict[str, int]:
-        """Problem counts per reason, most frequent first."""
-        return dict(Counter(p.reason for p in self.problems).most_common())
 
 
 # -- LangChain conversational-chat markers, taken from langchain-classic's own templates ----------------------------
@@ -372,30 +343,3 @@ def lint_file(path: str | Path, config: Config | None = None, *, model: str | No
             report.problems.extend(problems)
             report.ok_lines += not problems
     return report
-
-
-def format_report(report: LintReport, *, max_lines: int = 50) -> str:
-    """The problems as "path:LINE: reason: detail" lines, then a summary with token stats and default epochs."""
-    out = []
-    for p in report.problems[:max_lines]:
-        where = f"message {p.message}: " if p.message is not None else ""
-        out.append(f"{report.path}:{p.line}: {p.reason}: {where}{p.detail}")
-    if len(report.problems) > max_lines:
-        out.append(f"... and {len(report.problems) - max_lines} more problem(s)")
-    bad = report.lines - report.ok_lines
-    out.append(f"{report.path}: {report.lines} lines, {report.ok_lines} ok, {bad} with problems")
-    if report.problems:
-        out.append("problems by reason: " + ", ".join(f"{r}={n}" for r, n in report.by_reason().items()))
-    stats = token_stats(report.token_counts)
-    if stats["n"]:
-        out.append(
-            "tokens per example: min {min}, mean {mean}, median {median}, p95 {p95}, max {max}; total {total}".format(
-                **stats
-            )
-        )
-    epochs = default_epochs(report.lines)
-    out.append(
-        f"default epochs for {report.lines} examples: {epochs} "
-        f"(~{int(stats['total']) * epochs} billed training tokens)"
-    )
-    return "\n".join(out)

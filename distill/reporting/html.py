@@ -172,7 +172,7 @@ def _pairs(data: dict[str, Any], questions: dict[str, str], limit: int = 10) -> 
 
 
 def _chart_section(key: str, title: str, data: dict[str, Any] | None, questions: dict[str, str]) -> str:
-    from distill.report_charts import render_chart
+    from distill.reporting.charts import render_chart
 
     body = (
         render_chart(key, data) + f'<p class="caption">{_e(_caption(key, data))}</p>'

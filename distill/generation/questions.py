@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import json
 import random
-from functools import lru_cache
-from pathlib import Path
 from string import Template
 from typing import Any
 
 from distill.config import Config, RetrieverTool
-from distill.sources import Chunk
+from distill.generation.sources import Chunk
 from distill.teachers.base import TeacherReply, TeacherRequest
+from distill.templates import template
 from distill.trajectory import ConversationKind, Plan
 
-__all__ = ["PROMPTS_DIR", "QuestionError", "parse_questions", "plan_conversations", "question_request"]
+__all__ = ["QuestionError", "parse_questions", "plan_conversations", "question_request"]
 
 # The templates live in the repository's prompts/; distill/prompts links there, so wheels ship them as package data.
-PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 
 _KIND_INSTRUCTIONS: dict[str, str] = {
     "tool": "The user asks something the assistant can only answer by using the tool `$tool` (for the search tool: "
@@ -56,11 +54,6 @@ class QuestionError(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-@lru_cache(maxsize=4)
-def _template(name: str) -> Template:
-    return Template((PROMPTS_DIR / name).read_text(encoding="utf-8"))
 
 
 def _counts(total: int, shares: dict[str, float]) -> dict[str, int]:
@@ -117,13 +110,13 @@ def question_request(config: Config, plan: Plan, chunk: Chunk) -> TeacherRequest
         shown = "\n".join(f"- {e.question}" for e in tool_cfg.examples[:5])
         examples = f"Example questions for {tool_cfg.name}:\n{shown}\n"
     kind_text = Template(_KIND_INSTRUCTIONS[plan.kind]).safe_substitute(tool=plan.tool or "")
-    user = _template("questions.user.md").substitute(
+    user = template("questions.user.md").substitute(
         tools=tool_lines, kind=plan.kind, kind_instructions=kind_text, chunk=chunk.text, n=plan.turns, examples=examples
     )
     return TeacherRequest(
         stage="questions",
         messages=[
-            {"role": "system", "content": _template("questions.system.md").template.strip()},
+            {"role": "system", "content": template("questions.system.md").template.strip()},
             {"role": "user", "content": user},
         ],
         params={"temperature": config.teacher.temperature, "max_tokens": config.teacher.max_tokens, "seed": plan.seed},

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import FinetuneError, RunFolderError
-from distill.finetune_cost import CostEstimate, estimate_cost
-from distill.finetune_jobs import (
+from distill.finetuning.cost import CostEstimate, estimate_cost
+from distill.finetuning.jobs import (
     LEDGER,
     OPENAI_BASE_URL,
     TERMINAL,
@@ -80,7 +80,7 @@ def _run_config(run_dir: Path) -> Any:
 
 
 def _lint(run_dir: Path, config: Any, model: str) -> dict[str, list[int]]:
-    from distill.lint import lint_file
+    from distill.validation.lint import lint_file
 
     counts: dict[str, list[int]] = {}
     problems: list[str] = []

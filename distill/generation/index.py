@@ -22,7 +22,7 @@ import bm25s
 import numpy as np
 
 from distill.errors import RunFolderError
-from distill.sources import Chunk
+from distill.generation.sources import Chunk
 
 __all__ = ["CHUNKS_FILE", "ChunkIndex", "query_tokens"]
 

@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill.agent.tools import ToolBox
 from distill.config import Config
 from distill.errors import DistillError, RunFolderError, RunStopped
-from distill.export import ExportResult, export_run, write_jsonl
 from distill.formats import get_format
-from distill.index import ChunkIndex
-from distill.questions import plan_conversations
-from distill.resume import RunSession
-from distill.rollout import Rollout, run_conversation
-from distill.sources import chunk_documents, load_documents
+from distill.generation.export import ExportResult, export_run, write_jsonl
+from distill.generation.index import ChunkIndex
+from distill.generation.questions import plan_conversations
+from distill.generation.resume import RunSession
+from distill.generation.rollout import Rollout, run_conversation
+from distill.generation.sources import chunk_documents, load_documents
 from distill.teachers.base import Teacher
-from distill.tools import ToolBox
 from distill.trajectory import Plan, Trajectory
 
 __all__ = ["GenerateResult", "default_run_dir", "generate", "load_trajectories", "reexport"]
@@ -112,7 +112,7 @@ async def _roll_and_top_up(
     pilot: bool = False,
 ) -> Any:
     """Roll out the plans, then extra conversations for kinds short of the mix (distill/coverage.py)."""
-    from distill.coverage import TopUp, top_up
+    from distill.generation.coverage import TopUp, top_up
 
     by_id = {c.id: c for c in chunks}
 

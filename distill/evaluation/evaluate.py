@@ -9,7 +9,7 @@ carries its raw output (the runtime's `action.log`); for `openai-tools` its assi
 `tool_calls`, ids and argument text as returned), then one `tool` message per call with the matching id. Every answer
 is read by the format's strict reader (`read`: the raw text and finish reason, or the tool calls); every tool call
 of an accepted answer runs (parallel calls too); the first rejected answer ends the question. Figures and files:
-`distill.eval_report`.
+`distill.evaluation.report`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import Config
-from distill.errors import DistillError, RunFolderError
-from distill.eval_report import EvalReport, ModelResult, Transcript, TranscriptStep
+from distill.errors import RunFolderError
+from distill.evaluation.questions import EvalError, EvalQuestion, few_shot_demos, load_questions
+from distill.evaluation.report import EvalReport, ModelResult, Transcript, TranscriptStep
 from distill.teachers.base import TeacherReply
-from distill.trajectory import Step
-from distill.validator import FINAL_ANSWER
+from distill.trajectory import FINAL_ANSWER, Step
 
 __all__ = [
     "EvalError",
@@ -41,106 +41,6 @@ __all__ = [
     "load_questions",
     "split_model_spec",
 ]
-
-
-class EvalError(DistillError):
-    """An evaluation that cannot run (no questions, no endpoint, duplicate model names)."""
-
-
-@dataclass(frozen=True, slots=True)
-class EvalQuestion:
-    """One held-out question, with the reference answer and whether the reference used a tool (when known)."""
-
-    id: str
-    question: str
-    reference: str | None = None
-    reference_used_tool: bool | None = None
-    doc_id: str | None = None
-    kind: str | None = None
-
-
-# -- questions -------------------------------------------------------------------------------------------------------
-def _validation_questions(run_dir: Path) -> list[EvalQuestion]:
-    from distill.pipeline import load_trajectories
-
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise RunFolderError(f"{run_dir} has no manifest.json", hint="run `distill generate CONFIG` first")
-    held_out = set(json.loads(manifest_path.read_text(encoding="utf-8")).get("split", {}).get("validation_documents", []))
-    if not held_out:
-        raise EvalError(
-            f"{run_dir}/manifest.json: split.validation_documents is empty: no held-out questions",
-            hint="set export.validation_fraction above 0 and re-export, or pass --questions FILE",
-        )
-    questions = []
-    for t in load_trajectories(run_dir):
-        if t.outcome != "accepted" or t.doc_id not in held_out or not t.turns or t.turns[0].answer is None:
-            continue
-        first = t.turns[0]
-        used_tool = any(not s.is_final for s in first.steps)
-        questions.append(EvalQuestion(t.id, first.question, first.answer, used_tool, t.doc_id, t.kind))
-    return questions
-
-
-def _file_questions(path: Path) -> list[EvalQuestion]:
-    if not path.is_file():
-        raise EvalError(f"{path}: no such questions file", hint="give a .jsonl file or a text file, one question a line")
-    questions = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        if path.suffix != ".jsonl":
-            questions.append(EvalQuestion(f"q{number:04d}", line.strip()))
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise EvalError(f"{path}:{number}: not JSON: {exc}") from None
-        question = row.get("question") if isinstance(row, dict) else None
-        if not isinstance(question, str) or not question.strip():
-            raise EvalError(
-                f"{path}:{number}: needs a non-empty \"question\" string",
-                hint='lines look like {"question": "...", "reference": "...", "used_tool": true}',
-            )
-        used = row.get("used_tool")
-        questions.append(
-            EvalQuestion(str(row.get("id") or f"q{number:04d}"), question.strip(), row.get("reference") or None,
-                         used if isinstance(used, bool) else None)
-        )
-    return questions
-
-
-def load_questions(run_dir: Path, questions_file: str | Path | None = None, n: int | None = 100) -> list[EvalQuestion]:
-    """The held-out questions: the run's validation split (first turns), or a questions file; the first `n`."""
-    found = _file_questions(Path(questions_file)) if questions_file else _validation_questions(run_dir)
-    if not found:
-        where = questions_file or f"{run_dir} (validation split)"
-        raise EvalError(f"no questions in {where}", hint="pass --questions FILE or generate a larger run")
-    return found[:n] if n else found
-
-
-def few_shot_demos(run_dir: Path, k: int) -> list[dict[str, Any]]:
-    """k demonstrations from the run's train.jsonl (shortest tool-using and direct examples, alternating),
-    as the messages after each example's system message; inserted after the system message when `few_shot` > 0."""
-    path = run_dir / "train.jsonl"
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} has no train.jsonl for --few-shot", hint="run `distill generate CONFIG` first")
-    pools: dict[bool, list[list[dict[str, Any]]]] = {True: [], False: []}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        messages = json.loads(line)["messages"]
-        if any(m.get("weight") == 0 for m in messages):
-            continue  # examples with chat history would show a conversation that is not this one
-        body = [{key: value for key, value in m.items() if key != "weight"} for m in messages[1:]]
-        pools[len(body) > 2].append(body)
-    for pool in pools.values():
-        pool.sort(key=lambda ms: sum(len(m["content"]) for m in ms))
-    interleaved = [ex for pair in zip(pools[True], pools[False], strict=False) for ex in pair]
-    shortest = min(len(pools[True]), len(pools[False]))
-    interleaved += pools[True][shortest:] + pools[False][shortest:]
-    if len(interleaved) < k:
-        raise EvalError(f"{path} has fewer than {k} single-turn examples for --few-shot {k}")
-    demos = [m for example in interleaved[:k] for m in example]
-    return demos
 
 
 # -- the model endpoint ----------------------------------------------------------------------------------------------
@@ -371,10 +271,10 @@ def evaluate(
 ) -> EvalReport:
     """Evaluate each model as the agent on held-out questions; writes report.json, report.md and transcripts to
     `out` (default RUN/eval/) and returns the report."""
+    from distill.agent.tools import ToolBox
     from distill.formats import get_format
-    from distill.index import ChunkIndex
-    from distill.pipeline import default_run_dir
-    from distill.tools import ToolBox
+    from distill.generation.index import ChunkIndex
+    from distill.generation.pipeline import default_run_dir
 
     if not models:
         raise EvalError("no model to evaluate", hint="pass --model NAME (repeat it to compare models)")

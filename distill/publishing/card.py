@@ -9,18 +9,14 @@ credentials) replaced by `<redacted>`.
 
 from __future__ import annotations
 
-import os
-import re
 from typing import Any
 
 from distill.config import Config, PublishConfig
-from distill.dataset_rows import JSON_FIELDS
+from distill.publishing.rows import JSON_FIELDS
+from distill.redact import redact, scrub_text, secret_values
 
-__all__ = ["BASE_TAGS", "REDACTED", "build_card", "config_of", "redact", "scrub_text", "secret_values"]
+__all__ = ["BASE_TAGS", "build_card", "config_of"]
 
-_SECRET_KEY = re.compile(
-    r"(?:^|[_-])(api[_-]?key|key|token|secret|password|passwd|authorization|credentials?)$", re.IGNORECASE
-)
 BASE_TAGS = ("synthetic", "distillation", "tool-use", "agent")
 _FORMATS = {
     "langchain-chat": "LangChain's conversational-chat agent (`CHAT_CONVERSATIONAL_REACT_DESCRIPTION`): every "
@@ -30,37 +26,6 @@ _FORMATS = {
     "tool calls (`tool_calls`) or the final answer.",
 }
 _FORMAT_TAGS = {"langchain-chat": ["langchain"], "openai-tools": ["function-calling"]}
-REDACTED = "<redacted>"
-_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")  # scheme://user:password@
-
-
-def secret_values(extra: list[str | None]) -> list[str]:
-    """The secret values to scrub: OPENAI_API_KEY, HF_TOKEN and `extra` (values under 6 characters are ignored)."""
-    values = [os.environ.get("OPENAI_API_KEY"), os.environ.get("HF_TOKEN"), *extra]
-    return sorted({v for v in values if v and len(v) >= 6}, key=len, reverse=True)
-
-
-def scrub_text(text: str, secrets: list[str]) -> str:
-    """`text` with every secret value and any credentials in a URL replaced by <redacted>."""
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return _URL_CREDENTIALS.sub(rf"\1{REDACTED}@", text)
-
-
-def redact(value: Any, secrets: list[str]) -> Any:
-    """A copy of `value` with secret-looking keys, secret values and URL credentials replaced by <redacted>."""
-    if isinstance(value, dict):
-        return {
-            k: (REDACTED if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v, secrets))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v, secrets) for v in value]
-    if isinstance(value, str):
-        return scrub_text(value, secrets)
-    return value
-
-
 def _size_category(n: int) -> str:
     labels = [
         "n<1K",
@@ -254,7 +219,7 @@ with open("train.jsonl", "w") as fh:
         fh.write(json.dumps(to_openai(row), ensure_ascii=False) + "\\n")
 ```
 
-With distill installed, `distill.dataset_rows.row_to_example(row)` does the same."""
+With distill installed, `distill.publishing.rows.row_to_example(row)` does the same."""
 
 
 def build_card(

@@ -209,7 +209,7 @@ def build_figures(run_dir: str | Path) -> dict[str, Any]:
 
 def write_report(run_dir: str | Path, *, examples: int = 3) -> ReportResult:
     """Write `report.html` and `report.json` into the run folder; returns their paths and the figures."""
-    from distill.report_html import render_html
+    from distill.reporting.html import render_html
 
     run_dir = Path(run_dir)
     figures = build_figures(run_dir)

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distill.config import Config
-from distill.dedup import find_duplicates
-from distill.questions import _counts, _eligible_tools
-from distill.sources import Chunk
+from distill.generation.dedup import find_duplicates
+from distill.generation.questions import _counts, _eligible_tools
+from distill.generation.sources import Chunk
 from distill.trajectory import Plan, Trajectory
 
 __all__ = [

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import Config
-from distill.coverage import summarize_coverage
-from distill.dataset_card import redact, secret_values
-from distill.dedup import drop_duplicates, summarize_duplicates
 from distill.formats import NotRenderable
+from distill.generation.coverage import summarize_coverage
+from distill.generation.dedup import drop_duplicates, summarize_duplicates
+from distill.redact import redact, secret_values
 from distill.tokens import count_example, default_epochs, example_limit, token_stats
-from distill.trajectory import Trajectory
-from distill.validator import Reason
+from distill.trajectory import Reason, Trajectory
 
 __all__ = ["ExportResult", "export_run", "split_documents", "write_jsonl"]
 

@@ -94,10 +94,10 @@ def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> A
     from langchain_core._api.deprecation import LangChainDeprecationWarning
     from langchain_core.tools import Tool
 
+    from distill.agent.tools import ToolBox
     from distill.errors import DistillError
-    from distill.index import ChunkIndex
-    from distill.pipeline import default_run_dir
-    from distill.tools import ToolBox
+    from distill.generation.index import ChunkIndex
+    from distill.generation.pipeline import default_run_dir
 
     if config.agent.format != "langchain-chat":
         raise DistillError(

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import Config
-from distill.dataset_card import build_card, config_of
-from distill.dataset_rows import build_dataset, read_splits, shard_paths
 from distill.errors import PublishError, RunFolderError
+from distill.publishing.card import build_card, config_of
+from distill.publishing.rows import build_dataset, read_splits, shard_paths
 
 __all__ = ["PublishResult", "publish", "resolve_hf_token"]
 

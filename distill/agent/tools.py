@@ -3,7 +3,7 @@
 A tool kind is a factory `(tool_config, context) -> callable(str) -> observation`; `retriever` searches the run's
 BM25 index and returns the chunk texts (the observation is then LangChain's `str(list)` print of them), `python`
 imports the configured "module:function" (called with keyword arguments when its input_schema is an object);
-`simulated` tools are not run here: the teacher writes their observations (`distill.simulated`). A tool that raises
+`simulated` tools are not run here: the teacher writes their observations (`distill.agent.simulated`). A tool that raises
 becomes an error observation, never a crash.
 """
 
@@ -72,7 +72,7 @@ def _simulated(tool: SimulatedTool, ctx: ToolContext) -> ToolFn:
     def unavailable(*_: Any, **__: Any) -> Any:
         raise RuntimeError(
             f"{tool.name!r} is a simulated tool: during generation the teacher writes its observations "
-            "(distill.simulated); it has no implementation to run"
+            "(distill.agent.simulated); it has no implementation to run"
         )
 
     return unavailable
@@ -95,7 +95,7 @@ class ToolBox:
         return self._fns[name]
 
     def is_simulated(self, name: str) -> bool:
-        """True for a `kind: simulated` tool (the teacher writes its observations; see distill.simulated)."""
+        """True for a `kind: simulated` tool (the teacher writes its observations; see distill.agent.simulated)."""
         return name in self._simulated
 
     def run(self, name: str, action_input: str) -> Observation:

@@ -5,7 +5,7 @@ its answer is checked strictly before anything else happens, tool calls run for 
 Final Answer or after `agent.max_steps` model calls (LangChain's `max_iterations`). The format drives each step: it
 renders the request (`messages_for_step`, `stop`, `tools`) and reads the reply into steps (`read`), so the loop is
 format-agnostic; one reply may hold several parallel tool calls. A `kind: simulated` tool's observation is written by
-the teacher (`distill.simulated`). Later turns carry earlier turns as the runtime's memory holds them. A
+the teacher (`distill.agent.simulated`). Later turns carry earlier turns as the runtime's memory holds them. A
 conversation ends accepted, rejected (with reason and raw text) or failed.
 """
 
@@ -14,14 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from distill.agent.simulated import SimulationError, read_simulation, simulation_request
+from distill.agent.tools import ToolBox
 from distill.config import Config
-from distill.questions import QuestionError, parse_questions, question_request
-from distill.simulated import SimulationError, read_simulation, simulation_request
-from distill.sources import Chunk
+from distill.generation.questions import QuestionError, parse_questions, question_request
+from distill.generation.sources import Chunk
 from distill.teachers.base import Teacher, TeacherCallError, TeacherRequest
-from distill.tools import ToolBox
-from distill.trajectory import Plan, Step, Trajectory, Turn
-from distill.validator import Reason
+from distill.trajectory import Plan, Reason, Step, Trajectory, Turn
 
 __all__ = ["Rollout", "run_conversation"]
 

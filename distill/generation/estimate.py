@@ -84,8 +84,8 @@ def _duration(seconds: float | None) -> str:
 
 def estimate(config: Config, out: str | Path | None = None, *, pilot: int = 10, progress: bool = True) -> Estimate:
     """Run a pilot of `pilot` conversations in the run folder and project the full run."""
-    from distill.coverage import extra_budget
-    from distill.pipeline import generate
+    from distill.generation.coverage import extra_budget
+    from distill.generation.pipeline import generate
 
     size = max(1, min(pilot, config.generation.conversations))
     result = generate(config, out, progress=progress, fresh=True, pilot=size)

@@ -14,53 +14,21 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from distill.config import is_object_schema
+from distill.trajectory import FINAL_ANSWER, Reason
 
 __all__ = [
-    "FINAL_ANSWER",
     "Action",
-    "Reason",
     "ToolSpec",
     "Verdict",
     "check_action",
     "render_action",
 ]
 
-FINAL_ANSWER = "Final Answer"
 _FENCE = "```"
 _BLOCK = re.compile(r"```([^\n`]*)\n(.*?)```", re.DOTALL)
-
-
-class Reason(StrEnum):
-    """Why an assistant message, a conversation or an example was rejected."""
-
-    NO_JSON_BLOCK = "no_json_block"
-    MULTIPLE_BLOCKS = "multiple_blocks"
-    UNCLOSED_BLOCK = "unclosed_block"
-    FENCE_NOT_JSON = "fence_not_json"
-    TEXT_OUTSIDE_BLOCK = "text_outside_block"
-    INVALID_JSON = "invalid_json"
-    BAD_KEYS = "bad_keys"
-    UNKNOWN_ACTION = "unknown_action"
-    ACTION_INPUT_NOT_STRING = "action_input_not_string"
-    ACTION_INPUT_SCHEMA = "action_input_schema"
-    EMPTY_ANSWER = "empty_answer"
-    TRUNCATED = "truncated"
-    CONTENT_FILTER = "content_filter"
-    NO_FINAL_ANSWER = "no_final_answer"
-    TOO_MANY_STEPS = "too_many_steps"
-    OVER_TOKEN_LIMIT = "over_token_limit"
-    TEACHER_ERROR = "teacher_error"
-    BAD_QUESTION = "bad_question"
-    # structured tool inputs, native tool calls (agent.format openai-tools) and simulated tools
-    INVALID_ARGUMENTS = "invalid_arguments"
-    ARGUMENTS_SCHEMA = "arguments_schema"
-    PARALLEL_NOT_ALLOWED = "parallel_tool_calls_not_allowed"
-    FORMAT_DEPENDENT = "format_dependent"
-    SIMULATED_OUTPUT = "simulated_output"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""`distill validate`: lint any chat fine-tuning JSONL file (entry point: `lint.lint_file`)."""
