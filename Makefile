@@ -28,6 +28,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check distill tests benchmarks configs
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) outputs/*/

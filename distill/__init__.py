@@ -1,12 +1,17 @@
 """distill: documents + a YAML description of an agent's tools -> fine-tuning data for a cheaper student model.
 
-The public Python API; heavy modules are imported when a function is first called, never at import.
+The public Python API, one function per command. Heavy modules are imported when a function is first called,
+never at import. The rooms behind it, in data-flow order: `config` -> `generation/` (sources, index, questions,
+rollouts through `agent/` and `teachers/`, export) -> `validation/` -> `publishing/`, `finetuning/`, `training/` ->
+`evaluation/` -> `reporting/`; `formats/` renders and reads the canonical trajectory record for each agent runtime.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from importlib.metadata import version as _version
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from distill.config import Config
@@ -16,80 +21,118 @@ if TYPE_CHECKING:
     from distill.generation.pipeline import GenerateResult
     from distill.publishing.publish import PublishResult
     from distill.reporting.report import ReportResult
-    from distill.validation.lint import LintReport
+    from distill.validation.report import LintReport
 
 __all__ = ["estimate", "evaluate", "finetune", "generate", "load_config", "publish", "report", "validate"]
 __version__ = _version("distill")
 
+PathLike = str | Path
 
-def load_config(path: Any) -> Config:
+
+def load_config(path: PathLike) -> Config:
     """Read and check a YAML config; raises ConfigError naming the file, the key and the fix."""
     from distill.config import load_config as _load
 
     return _load(path)
 
 
-def generate(config: Config | str, out: Any = None, *, progress: bool = True, **options: Any) -> GenerateResult:
+def _config(config: Config | PathLike) -> Config:
+    from distill.config import Config
+
+    return config if isinstance(config, Config) else load_config(config)
+
+
+def generate(
+    config: Config | PathLike,
+    out: PathLike | None = None,
+    *,
+    progress: bool = True,
+    fresh: bool = False,
+    from_ledger: bool = False,
+) -> GenerateResult:
     """Run the pipeline for a config (or a config path); returns paths and counts. It resumes what the run folder
-    holds; options: fresh (run every conversation again), from_ledger (answer every request from the ledger)."""
+    holds unless `fresh` (run every conversation again); `from_ledger` answers every request from the ledger."""
     from distill.generation.pipeline import generate as _generate
 
-    if not hasattr(config, "tools"):
-        config = load_config(config)
-    return _generate(config, out, progress=progress, **options)
+    return _generate(_config(config), out, progress=progress, fresh=fresh, from_ledger=from_ledger)
 
 
-def estimate(config: Config | str, out: Any = None, *, pilot: int = 10, progress: bool = True) -> Estimate:
+def estimate(config: Config | PathLike, out: PathLike | None = None, *, pilot: int = 10,
+             progress: bool = True) -> Estimate:
     """Run a pilot of `pilot` conversations in the run folder and project tokens, dollars, acceptance and time for
     the full run (`print(e.format())`); `distill generate` on the same folder resumes after the pilot."""
     from distill.generation.estimate import estimate as _estimate
 
-    if not hasattr(config, "tools"):
-        config = load_config(config)
-    return _estimate(config, out, pilot=pilot, progress=progress)
+    return _estimate(_config(config), out, pilot=pilot, progress=progress)
 
 
-def validate(path: Any, config: Config | str | None = None, *, model: str | None = None) -> LintReport:
+def validate(path: PathLike, config: Config | PathLike | None = None, *, model: str | None = None) -> LintReport:
     """Lint a fine-tuning JSONL file; `report.ok` is True when every line passes."""
     from distill.validation.lint import lint_file
 
-    if config is not None and not hasattr(config, "tools"):
-        config = load_config(config)
-    return lint_file(path, config, model=model)
+    return lint_file(path, _config(config) if config is not None else None, model=model)
 
 
-def evaluate(config: Config | str, models: Any, **options: Any) -> EvalReport:
-    """Evaluate one or more models (an id or a list) as the agent on held-out questions; writes RUN/eval/ (or `out=`)
-    and returns the report (`report.models[m].to_dict()["format_adherence"]`, `report.table()`). Options: run,
-    questions, n, base_url, out, few_shot, temperature, max_tokens, concurrency, progress."""
+def evaluate(
+    config: Config | PathLike,
+    models: str | Sequence[str],
+    *,
+    run: PathLike | None = None,
+    questions: PathLike | None = None,
+    n: int | None = 100,
+    base_url: str | None = None,
+    out: PathLike | None = None,
+    few_shot: int = 0,
+    temperature: float = 0.0,
+    max_tokens: int = 512,
+    concurrency: int = 4,
+    progress: bool = False,
+) -> EvalReport:
+    """Evaluate one or more models (an id or a list) as the agent on held-out questions; writes RUN/eval/ (or `out`)
+    and returns the report (`report.models[m].to_dict()["format_adherence"]`, `report.table()`)."""
     from distill.evaluation.evaluate import evaluate as _evaluate
 
-    if not hasattr(config, "tools"):
-        config = load_config(config)
-    return _evaluate(config, [models] if isinstance(models, str) else list(models), **options)
+    return _evaluate(
+        _config(config), [models] if isinstance(models, str) else list(models), run=run, questions=questions, n=n,
+        base_url=base_url, out=out, few_shot=few_shot, temperature=temperature, max_tokens=max_tokens,
+        concurrency=concurrency, progress=progress,
+    )
 
 
-def publish(run: Any, repo: str, *, private: bool = False, dry_run: Any = None, **options: Any) -> PublishResult:
+def publish(run: PathLike, repo: str, *, private: bool = False, dry_run: PathLike | None = None,
+            token: str | None = None, config: Config | PathLike | None = None) -> PublishResult:
     """Push a run folder's train/validation data and a provenance card to the Hub dataset repo `repo` (OWNER/NAME);
-    `dry_run=DIR` writes exactly those files to DIR instead. Options: token (default HF_TOKEN or the stored login),
-    config (whose `publish:` section applies; default the run's)."""
+    `dry_run=DIR` writes exactly those files to DIR instead. `token` defaults to HF_TOKEN or the stored login;
+    `config` (whose `publish:` section applies) defaults to the run's."""
     from distill.publishing.publish import publish as _publish
 
-    config = options.get("config")
-    if config is not None and not hasattr(config, "tools"):
-        options["config"] = load_config(config)
-    return _publish(run, repo, private=private, dry_run=dry_run, **options)
+    return _publish(run, repo, private=private, dry_run=dry_run, token=token,
+                    config=_config(config) if config is not None else None)
 
 
-def finetune(run: Any, **options: Any) -> FinetuneResult:
-    """Start (or re-attach to) the OpenAI fine-tuning job of a run folder, recorded in RUN/finetune.json. Options:
-    model, suffix, epochs, wait, cancel, new, estimate_only, base_url, price, poll_interval, echo (e.g. print)."""
+def finetune(
+    run: PathLike,
+    *,
+    model: str | None = None,
+    suffix: str | None = None,
+    epochs: int | None = None,
+    wait: bool = False,
+    cancel: bool = False,
+    new: bool = False,
+    estimate_only: bool = False,
+    base_url: str | None = None,
+    price: float | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> FinetuneResult:
+    """Start (or re-attach to) the OpenAI fine-tuning job of a run folder, recorded in RUN/finetune.json; `wait`
+    watches it to the end, `cancel` cancels it, `new` starts another, `estimate_only` lints and prices only."""
     from distill.finetuning.finetune import finetune as _finetune
 
-    return _finetune(run, **options)
+    return _finetune(run, model=model, suffix=suffix, epochs=epochs, wait=wait, cancel=cancel, new=new,
+                     estimate_only=estimate_only, base_url=base_url, price=price, echo=echo)
 
 
-def report(run: Any, *, examples: int = 3) -> ReportResult:
+def report(run: PathLike, *, examples: int = 3) -> ReportResult:
     """Write RUN/report.html (self-contained: inline SVG charts, a few example conversations) and RUN/report.json;
     returns their paths and the figures."""
     from distill.reporting.report import write_report

@@ -263,6 +263,13 @@ class Config(_Model):
         """The configured tool called `name`, or None."""
         return next((t for t in self.tools if t.name == name), None)
 
+    def tool_named(self, name: str) -> RetrieverTool | PythonTool | SimulatedTool:
+        """The configured tool called `name`; KeyError when there is none."""
+        tool = self.tool(name)
+        if tool is None:
+            raise KeyError(f"no tool named {name!r} in the config")
+        return tool
+
 
 def _key_path(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
@@ -280,7 +287,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     return "".join(parts) or "(top level)"
 
 
-def _explain(err: dict[str, Any]) -> tuple[str, str]:
+def _explain(err: Any) -> tuple[str, str]:  # a pydantic ErrorDetails
     key = _key_path(tuple(err["loc"]))
     kind = err["type"]
     if kind == "extra_forbidden":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["REDACTED", "redact", "scrub_text", "secret_values"]
@@ -18,7 +19,7 @@ REDACTED = "<redacted>"
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")  # scheme://user:password@
 
 
-def secret_values(extra: list[str | None]) -> list[str]:
+def secret_values(extra: Sequence[str | None]) -> list[str]:
     """The secret values to scrub: OPENAI_API_KEY, HF_TOKEN and `extra` (values under 6 characters are ignored)."""
     values = [os.environ.get("OPENAI_API_KEY"), os.environ.get("HF_TOKEN"), *extra]
     return sorted({v for v in values if v and len(v) >= 6}, key=len, reverse=True)

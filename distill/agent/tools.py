@@ -18,7 +18,7 @@ from distill.config import Config, PythonTool, RetrieverTool, SimulatedTool, res
 
 __all__ = ["TOOL_KINDS", "Observation", "ToolBox", "register_tool_kind"]
 
-ToolFn = Callable[[str], Any]
+ToolFn = Callable[..., Any]  # called with the string input, or with keyword arguments (object input_schema)
 TOOL_KINDS: dict[str, Callable[[Any, ToolContext], ToolFn]] = {}
 
 

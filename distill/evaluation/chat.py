@@ -27,6 +27,7 @@ _OBSERVATION_CHARS = 400
 def make_chat_model(config: Config, model: str, base_url: str | None = None, *, temperature: float = 0.0) -> Any:
     """ChatOpenAI for `model` at `base_url` (else OPENAI_BASE_URL, else OpenAI); the key only from OPENAI_API_KEY."""
     from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
 
     url = base_url or os.environ.get("OPENAI_BASE_URL") or None
     key = os.environ.get("OPENAI_API_KEY")
@@ -41,7 +42,7 @@ def make_chat_model(config: Config, model: str, base_url: str | None = None, *, 
     return ChatOpenAI(
         model=model,
         base_url=url,
-        api_key=key,
+        api_key=SecretStr(key),
         temperature=temperature,
         max_retries=config.teacher.max_retries,
         timeout=config.teacher.timeout_s,

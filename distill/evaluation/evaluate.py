@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from distill.config import Config
 from distill.errors import RunFolderError
@@ -85,9 +85,10 @@ class ModelClient:
         """One chat completion: the reply (content, finish reason, native tool calls as plain dicts) and its
         completion tokens."""
         import openai
+        from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
         try:
-            response = await self._client.chat.completions.create(model=self.model, messages=messages, **params)
+            response = await self._client.chat.completions.create(model=self.model, messages=cast(Any, messages), **params)
         except openai.APIStatusError as exc:
             raise ModelCallError(f"http_{exc.status_code}", str(exc)[:300]) from None
         except openai.APITimeoutError as exc:
@@ -101,7 +102,7 @@ class ModelClient:
         calls = [
             {"id": call.id, "type": call.type or "function",
              "function": {"name": call.function.name, "arguments": call.function.arguments}}
-            for call in (choice.message.tool_calls or []) if getattr(call, "function", None) is not None
+            for call in (choice.message.tool_calls or []) if isinstance(call, ChatCompletionMessageFunctionToolCall)
         ]
         reply = TeacherReply(text=choice.message.content, finish_reason=choice.finish_reason, model=self.model,
                              tool_calls=calls or None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from distill.config import Config
 from distill.formats.base import NotRenderable, Reading
@@ -44,11 +44,12 @@ class LangChainChatFormat:
     def __init__(self, config: Config) -> None:
         from langchain_classic.agents import ConversationalChatAgent
         from langchain_classic.agents.conversational_chat.prompt import PREFIX, TEMPLATE_TOOL_RESPONSE
+        from langchain_core.prompts import ChatPromptTemplate
 
         self.config = config
-        self.prompt = ConversationalChatAgent.create_prompt(
+        self.prompt = cast(ChatPromptTemplate, ConversationalChatAgent.create_prompt(
             _langchain_tools(config), system_message=config.agent.system_prompt or PREFIX
-        )
+        ))
         self.template_tool_response = TEMPLATE_TOOL_RESPONSE
         self.memory_window = config.agent.memory_window
         self.tool_specs = {t.name: ToolSpec(t.name, t.input_schema) for t in config.tools}
@@ -79,7 +80,7 @@ class LangChainChatFormat:
             lc_messages = self.prompt.format_messages(
                 input=question, chat_history=self._history(earlier), agent_scratchpad=[]
             )
-            cached = tuple((_ROLES[m.type], m.content) for m in lc_messages)
+            cached = tuple((_ROLES[m.type], str(m.content)) for m in lc_messages)  # text content only
             if len(self._cache) > 4096:
                 self._cache.clear()
             self._cache[key] = cached
@@ -111,6 +112,7 @@ class LangChainChatFormat:
         verdict = check_action(text, self.tool_specs, finish_reason=reply.finish_reason)
         if not verdict.ok:
             return Reading(ok=False, reason=str(verdict.reason), detail=verdict.detail, raw=text)
+        assert verdict.action is not None  # an accepted verdict carries its action
         action, action_input = verdict.action.action, verdict.action.action_input
         if action in self._structured:  # the record keeps structured arguments as canonical JSON text
             action_input = json.dumps(json.loads(action_input), ensure_ascii=False)

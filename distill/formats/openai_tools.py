@@ -147,9 +147,11 @@ class OpenAIToolsFormat:
         steps: list[Step] = []
         for k, call in enumerate(calls):
             function = call.get("function") if isinstance(call, dict) else None
-            name = function.get("name") if isinstance(function, dict) else None
+            if not isinstance(function, dict):
+                function = {}
+            name = function.get("name")
             parameters = self._parameters.get(name) if isinstance(name, str) else None
-            if parameters is None:
+            if parameters is None or not isinstance(name, str):
                 known = ", ".join(self._parameters)
                 return _reject(Reason.UNKNOWN_ACTION, f"tool_calls[{k}] calls unknown tool {name!r}; tools: {known}", raw)
             text = function.get("arguments")
@@ -227,7 +229,9 @@ def _line_parameters(example: dict[str, Any], out: list[tuple[str, str, int | No
         return None
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
-        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(function, dict):
+            return None
+        name = function.get("name")
         if not isinstance(name, str) or tool.get("type") != "function":
             return None
         if not _NAME.fullmatch(name):

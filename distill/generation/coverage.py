@@ -74,8 +74,8 @@ def _kind_cells(config: Config, trajectories: Sequence[Trajectory], accepted: se
     targets = mix_targets(config)
     slack = allowed_shortfall(config)
     shares = config.generation.mix.model_dump()
-    requested = Counter(t.kind for t in trajectories)
-    got = Counter(t.kind for t in trajectories if t.id in accepted)
+    requested: Counter[str] = Counter(t.kind for t in trajectories)
+    got: Counter[str] = Counter(t.kind for t in trajectories if t.id in accepted)
     return {
         k: {
             "share": shares[k],
@@ -227,7 +227,9 @@ async def top_up(
     """Roll out extra conversations for kinds short of their mix target, within the budget (see the module doc)."""
     plans, trajectories = list(plans), list(trajectories)
     budget = extra_budget(config)
-    used, rounds, cache = 0, [], {}
+    used = 0
+    rounds: list[dict[str, Any]] = []
+    cache: dict[str, Any] = {}
     slack = allowed_shortfall(config)
     stopped = "met"
     while True:
@@ -251,7 +253,9 @@ async def top_up(
         if stopped != "met":
             break
         wanted = _fit(wanted, budget - used)
-        accepted_tools = Counter(t.meta.get("tool") for t in trajectories if t.id in ok and t.meta.get("tool"))
+        accepted_tools: Counter[str] = Counter(
+            str(t.meta["tool"]) for t in trajectories if t.id in ok and t.meta.get("tool")
+        )
         extra = plan_extra(config, chunks, plans, wanted, accepted_tools)
         if not extra:
             stopped = "no_chunks"

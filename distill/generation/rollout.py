@@ -16,7 +16,7 @@ from typing import Any
 
 from distill.agent.simulated import SimulationError, read_simulation, simulation_request
 from distill.agent.tools import ToolBox
-from distill.config import Config
+from distill.config import Config, SimulatedTool
 from distill.generation.questions import QuestionError, parse_questions, question_request
 from distill.generation.sources import Chunk
 from distill.teachers.base import Teacher, TeacherCallError, TeacherRequest
@@ -64,7 +64,8 @@ class Rollout:
         Raises TeacherCallError or SimulationError when a simulated observation cannot be had.
         """
         if self.tools.is_simulated(step.action):
-            tool = self.config.tool(step.action)
+            tool = self.config.tool_named(step.action)
+            assert isinstance(tool, SimulatedTool)  # is_simulated said so
             reply = await self.teacher.complete(simulation_request(self.config, tool, plan, question, step))
             observation = read_simulation(reply, tool)
             step.simulated = True

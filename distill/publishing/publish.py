@@ -102,7 +102,7 @@ def publish(
     if override is not None and isinstance(manifest.get("config"), dict):
         manifest = {**manifest, "config": {**manifest["config"], "publish": override.model_dump(mode="json")}}
     dataset = build_dataset(read_splits(run_dir))
-    card = build_card(manifest, run_config, repo, dataset, publish=override, secrets=[token])
+    card = build_card(manifest, run_config, repo, dataset, publish=override, secrets=[token] if token else [])
     rows = {split: len(ds) for split, ds in dataset.items()}
     files = ["README.md", *(p for paths in shard_paths(dataset).values() for p in paths)]
     if dry_run is not None:

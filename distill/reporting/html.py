@@ -88,7 +88,7 @@ def _header(figures: dict[str, Any]) -> str:
     )
 
 
-def _caption(key: str, data: dict[str, Any] | None) -> str:
+def _caption(key: str, data: dict[str, Any]) -> str:
     if key == "tokens":
         st = data["stats"].get("train") or {}
         over = data["stats"]["over_limit"]
@@ -174,13 +174,12 @@ def _pairs(data: dict[str, Any], questions: dict[str, str], limit: int = 10) -> 
 def _chart_section(key: str, title: str, data: dict[str, Any] | None, questions: dict[str, str]) -> str:
     from distill.reporting.charts import render_chart
 
-    body = (
-        render_chart(key, data) + f'<p class="caption">{_e(_caption(key, data))}</p>'
-        if _has_data(key, data)
-        else f'<p class="empty">{_e(_EMPTY.get(key, "Nothing to show."))}</p>'
-    )
-    if key == "duplicates" and _has_data(key, data):
-        body += _pairs(data, questions)
+    if data is not None and _has_data(key, data):
+        body = render_chart(key, data) + f'<p class="caption">{_e(_caption(key, data))}</p>'
+        if key == "duplicates":
+            body += _pairs(data, questions)
+    else:
+        body = f'<p class="empty">{_e(_EMPTY.get(key, "Nothing to show."))}</p>'
     return f'<section class="chart" id="chart-{key}" data-chart="{key}"><h2>{_e(title)}</h2>{body}</section>'
 
 

@@ -128,8 +128,9 @@ def _cost_figures(manifest: dict[str, Any]) -> dict[str, Any] | None:
         budget = usage.get("max_cost_usd")
     if not isinstance(source, dict):
         return None
-    stages = source.get("by_stage") if isinstance(source.get("by_stage"), dict) else {}
-    by_stage = {k: _usd(v) for k, v in stages.items() if _usd(v) is not None}
+    found = source.get("by_stage")
+    stages: dict[str, Any] = found if isinstance(found, dict) else {}
+    by_stage: dict[str, float] = {k: usd for k, v in stages.items() if (usd := _usd(v)) is not None}
     total = _usd(source)
     if total is None and by_stage:
         total = sum(by_stage.values())
@@ -247,7 +248,7 @@ def _pick_accepted(trajectories: list[dict[str, Any]], rejected: list[dict[str, 
 def _pick_rejected(rejected: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     """Up to n rejected or failed conversations with different reasons first."""
     seen: set[str | None] = set()
-    picked = []
+    picked: list[dict[str, Any]] = []
     for row in rejected:
         if row.get("reason") not in seen and len(picked) < n:
             picked.append(row)

@@ -193,7 +193,7 @@ class OfflineTeacher:
             return TeacherReply(text=decided[0][1], finish_reason="stop", usage={}, model=self.model)
         calls = []
         for k, (name, action_input) in enumerate(decided):
-            tool = self._config.tool(name)
+            tool = self._config.tool_named(name)
             arguments = action_input if tool.structured else json.dumps({"input": action_input}, ensure_ascii=False)
             call_id = f"call_{ctx['plan'].id}_{ctx['turn']}_{len(ctx['steps']) + k}"
             calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})

@@ -177,11 +177,11 @@ def _check_format(example: dict[str, Any], messages: list[Any], out: list[Proble
         if "tool_calls" in message:
             pending = dict.fromkeys(_check_tool_calls(i, message, out), i)
         if role == "tool":
-            call_id = message.get("tool_call_id")
+            answered = message.get("tool_call_id")
             if "tool_call_id" not in message:
                 out.append(Problem(0, "message_missing_key", "tool message has no tool_call_id", i))
-            elif not isinstance(call_id, str) or pending.pop(call_id, None) is None:
-                detail = f"tool_call_id {call_id!r} answers no pending tool call of the previous assistant message"
+            elif not isinstance(answered, str) or pending.pop(answered, None) is None:
+                detail = f"tool_call_id {answered!r} answers no pending tool call of the previous assistant message"
                 out.append(Problem(0, "tool_call_id_unknown", detail, i))
         elif "tool_call_id" in message:
             out.append(Problem(0, "message_unrecognized_key", "tool_call_id is only allowed on tool messages", i))
