@@ -7,7 +7,9 @@ langchain-chat one ```json block, valid JSON, exactly the two keys; for openai-t
 calls that are not truncated, filtered or parallel where that is not allowed), action_input validity (valid steps /
 structured steps with a valid tool choice: the action_input or the call arguments satisfy the tool; a non-empty final
 answer), completion (valid Final Answer within max_steps / questions), tool use (questions with a valid tool call /
-questions whose reference used a tool), answer token F1 vs the reference (mean over questions with a reference; no
+questions whose reference used a tool), direct answers (questions whose reference answered without a tool, answered
+by a valid Final Answer as the first step) and over-calling (the same questions on which the model made a valid tool
+call the reference did not make), answer token F1 vs the reference (mean over questions with a reference; no
 answer scores 0). Files: report.json, report.md,
 transcripts/<model>.jsonl and failures/<model>.jsonl (each failing question with its reason).
 """
@@ -21,6 +23,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from distill.trajectory import FINAL_ANSWER
 
 __all__ = ["EvalReport", "ModelResult", "Transcript", "TranscriptStep", "model_slug", "token_f1"]
 
@@ -108,6 +112,11 @@ class Transcript:
         return {**data, "failure": self.failure, "f1": self.f1}
 
 
+def _called_a_tool(t: Transcript) -> bool:
+    """True when some valid step of the transcript called a tool."""
+    return any(s.ok and s.action != FINAL_ANSWER for s in t.steps)
+
+
 def _rate(count: int, total: int) -> dict[str, Any]:
     return {"rate": round(count / total, 4) if total else None, "count": count, "total": total}
 
@@ -128,7 +137,10 @@ class ModelResult:
         structured = [s for s in steps if s.reason in _STRUCTURED]
         named = [s for s in structured if s.known_action]
         tool_questions = [t for t in self.transcripts if t.reference_used_tool]
-        used = [t for t in tool_questions if any(s.ok and s.action != "Final Answer" for s in t.steps)]
+        used = [t for t in tool_questions if _called_a_tool(t)]
+        direct_questions = [t for t in self.transcripts if t.reference_used_tool is False]
+        direct = [t for t in direct_questions if t.steps and t.steps[0].ok and t.steps[0].action == FINAL_ANSWER]
+        over = [t for t in direct_questions if _called_a_tool(t)]
         scored = [t for t in self.transcripts if t.reference is not None]
         answered = [t for t in scored if t.answer is not None]
         return {
@@ -137,6 +149,8 @@ class ModelResult:
             "action_input": _rate(sum(s.ok for s in named), len(named)),
             "completion": _rate(sum(t.answer is not None for t in self.transcripts), len(self.transcripts)),
             "tool_use": _rate(len(used), len(tool_questions)),
+            "direct_answer": _rate(len(direct), len(direct_questions)),
+            "over_calling": _rate(len(over), len(direct_questions)),
             "answer_f1": {
                 "mean": round(sum(t.f1 or 0.0 for t in scored) / len(scored), 4) if scored else None,
                 "count": len(scored),
@@ -176,6 +190,8 @@ _ROWS = [
     ("action_input valid", "action_input"),
     ("completion (Final Answer)", "completion"),
     ("tool use (reference used one)", "tool_use"),
+    ("direct answer (no tool needed)", "direct_answer"),
+    ("over-calling (tool not needed)", "over_calling"),
 ]
 
 

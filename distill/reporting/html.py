@@ -10,6 +10,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from distill.trajectory import FINAL_ANSWER
+
 __all__ = ["render_html"]
 
 _CSS = """
@@ -197,8 +199,8 @@ def _conversation(conv: dict[str, Any]) -> str:
     for turn in turns:
         parts.append(_msg("user", "User", turn.get("question", "")))
         for step in turn.get("steps", []):
-            if step.get("action") == "Final Answer":
-                parts.append(_msg("final", "Final Answer", step.get("action_input", "")))
+            if step.get("action") == FINAL_ANSWER:
+                parts.append(_msg("final", FINAL_ANSWER, step.get("action_input", "")))
                 continue
             parts.append(_msg("action", f"Action: {step.get('action')}", step.get("action_input", "")))
             obs = step.get("observation") or ""
