@@ -49,12 +49,16 @@ def generate(
     progress: bool = True,
     fresh: bool = False,
     from_ledger: bool = False,
+    focus: PathLike | None = None,
+    focus_budget: int | None = None,
 ) -> GenerateResult:
     """Run the pipeline for a config (or a config path); returns paths and counts. It resumes what the run folder
-    holds unless `fresh` (run every conversation again); `from_ledger` answers every request from the ledger."""
+    holds unless `fresh` (run every conversation again); `from_ledger` answers every request from the ledger;
+    `focus` (an eval report of this run) adds up to `focus_budget` conversations aimed at the student's failures."""
     from distill.generation.pipeline import generate as _generate
 
-    return _generate(_config(config), out, progress=progress, fresh=fresh, from_ledger=from_ledger)
+    return _generate(_config(config), out, progress=progress, fresh=fresh, from_ledger=from_ledger, focus=focus,
+                     focus_budget=focus_budget)
 
 
 def estimate(config: Config | PathLike, out: PathLike | None = None, *, pilot: int = 10,

@@ -27,7 +27,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
         result = generate(
-            config, args.out, progress=not args.no_progress, fresh=args.fresh, from_ledger=args.from_ledger
+            config, args.out, progress=not args.no_progress, fresh=args.fresh, from_ledger=args.from_ledger,
+            focus=args.focus, focus_budget=args.focus_budget,
         )
     except KeyboardInterrupt:
         out = f" --out {args.out}" if args.out else ""
@@ -52,6 +53,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--from-ledger", action="store_true", help="rebuild the run from its ledger only: zero teacher calls"
     )
+    p.add_argument("--focus", metavar="EVAL_REPORT",
+                   help="add conversations aimed at what the student failed in this eval report of the run")
+    p.add_argument("--focus-budget", type=int, metavar="N",
+                   help="at most N focused conversations (default: twice the failures, at least 10)")
     p.set_defaults(handler=_cmd_generate)
 
 

@@ -104,6 +104,7 @@ def export_run(
     fmt: Any,
     *,
     extra_manifest: dict[str, Any] | None = None,
+    validation_documents: set[str] | None = None,
 ) -> ExportResult:
     """Render, token-check, split and write the run's dataset files and manifest."""
     model = config.export.model
@@ -126,7 +127,10 @@ def export_run(
     duplicates = drop_duplicates(trajectories, config.export.dedup)  # rejected, stage export, reason duplicate_*
     accepted = [t for t in trajectories if t.outcome == "accepted"]
     per_doc = Counter(t.doc_id for t in accepted for _ in lines[t.id])
-    validation_docs = split_documents(dict(per_doc), config.export.validation_fraction, config.generation.seed)
+    validation_docs = (  # pinned by a focus round, so the eval's held-out documents stay held out
+        validation_documents if validation_documents is not None
+        else split_documents(dict(per_doc), config.export.validation_fraction, config.generation.seed)
+    )
 
     train_rows: list[dict[str, Any]] = []
     val_rows: list[dict[str, Any]] = []

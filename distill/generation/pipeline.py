@@ -136,11 +136,15 @@ def generate(
     fresh: bool = False,
     from_ledger: bool = False,
     pilot: int | None = None,
+    focus: str | Path | None = None,
+    focus_budget: int | None = None,
 ) -> GenerateResult:
     """Run every stage for `config` and write the run folder (default `outputs/<name>/`).
 
     Resumes what the run folder holds (distill/resume.py) unless `fresh`; `from_ledger` answers every teacher
-    request from the run folder's ledger (zero calls); `pilot` runs only the first `pilot` plans (no top-up).
+    request from the run folder's ledger (zero calls); `pilot` runs only the first `pilot` plans (no top-up);
+    `focus` (an eval report of this run) adds conversations aimed at what the student failed
+    (distill/generation/focus.py), at most `focus_budget`, and keeps the validation split the eval held out.
     """
     started = time.perf_counter()
     run_dir = Path(out) if out is not None else default_run_dir(config)
@@ -155,6 +159,9 @@ def generate(
     index.save(run_dir / "index")
 
     plans = plan_conversations(config, chunks)
+    focused = _plan_focus(config, run_dir, chunks, plans, focus, focus_budget) if focus is not None else None
+    if focused is not None:
+        plans += focused.plans
     write_jsonl(run_dir / "plans.jsonl", (p.model_dump() for p in plans))
     fmt = get_format(config)
     texts = [c.text for c in chunks]
@@ -178,8 +185,28 @@ def generate(
         "top_up": topped.summary,
         **sections,
     }
-    exported = export_run(config, run_dir, trajectories, fmt, extra_manifest=extra)
+    pinned = None
+    if focused is not None:
+        extra["focus"] = focused.summary
+        pinned = set(focused.summary["validation_documents"])
+    exported = export_run(config, run_dir, trajectories, fmt, extra_manifest=extra, validation_documents=pinned)
     return GenerateResult._from(run_dir, exported)
+
+
+def _plan_focus(config: Config, run_dir: Path, chunks: list[Any], plans: list[Plan], report: str | Path,
+                budget: int | None) -> Any:
+    """The focused plans for `generate --focus`: read from the run's finished trajectories and split."""
+    from distill.generation.focus import FocusError, plan_focus
+
+    manifest = run_dir / "manifest.json"
+    if not manifest.is_file():
+        raise FocusError(f"{run_dir} has no manifest.json: --focus needs the run the eval report was made on",
+                         hint="generate and evaluate the run first, then `distill generate CONFIG --focus REPORT`")
+    held_out = json.loads(manifest.read_text(encoding="utf-8")).get("split", {}).get("validation_documents", [])
+    focused = plan_focus(config, chunks, plans, load_trajectories(run_dir), report, validation_documents=held_out,
+                         budget=budget)
+    focused.summary["validation_documents"] = sorted(held_out)
+    return focused
 
 
 def load_trajectories(run_dir: Path) -> list[Trajectory]:
