@@ -191,6 +191,12 @@ def export_run(
         "files": {k: p.name for k, p in paths.items()},
         "config": redact(config.model_dump(mode="json"), secret_values([])),  # no credentials in base_url
     }
+    if config.export.preferences:  # DPO pairs: rejected attempts next to accepted answers (same document split)
+        from distill.generation.preferences import PREFERENCE_FILES, build_preferences
+
+        pairs, manifest["preferences"] = build_preferences(accepted, fmt, validation_docs, model=model, limit=limit)
+        for split, name in PREFERENCE_FILES.items():
+            write_jsonl(run_dir / name, pairs[split])
     if extra_manifest:
         manifest.update(extra_manifest)
     manifest_path = run_dir / "manifest.json"
