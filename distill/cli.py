@@ -210,6 +210,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             cancel=args.cancel,
             new=args.new,
             estimate_only=args.estimate,
+            method=args.method,
+            beta=args.beta,
             base_url=args.base_url,
             price=args.price_per_1m,
             echo=lambda line: print(line, flush=True),
@@ -234,6 +236,9 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cancel", action="store_true", help="cancel the recorded job")
     p.add_argument("--new", action="store_true", help="start another job even though one is recorded")
     p.add_argument("--estimate", action="store_true", help="lint and show tokens and cost only; no key, no upload")
+    p.add_argument("--method", choices=["supervised", "dpo"],
+                   help="supervised (train.jsonl, default) or dpo (preferences.train.jsonl: export.preferences)")
+    p.add_argument("--beta", type=float, help="DPO beta (with --method dpo; default: the service's)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI)")
     p.add_argument("--price-per-1m", type=float, metavar="USD", help="training price per 1M tokens (default: table)")
     p.set_defaults(handler=_cmd_finetune)
