@@ -177,7 +177,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from distill.publishing.publish import publish
 
     config = load_config(args.config) if args.config else None
-    result = publish(args.run, args.repo, private=args.private, dry_run=args.dry_run, config=config)
+    result = publish(args.run, args.repo, private=args.private, dry_run=args.dry_run, config=config,
+                     preferences=not args.no_preferences)
     rows = ", ".join(f"{n} {split}" for split, n in result.rows.items())
     if result.dry_run is not None:
         print(f"dry run: wrote {', '.join(result.files)} ({rows} rows) to {result.dry_run}/; nothing was pushed")
@@ -194,6 +195,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its own)")
     p.add_argument("--dry-run", metavar="DIR", help="write exactly what would be pushed to DIR; push nothing")
     p.add_argument("--config", help="a config whose publish: section (license, tags) to use (default: the run's)")
+    p.add_argument("--no-preferences", action="store_true", help="leave out the run's preference pairs (DPO config)")
     p.set_defaults(handler=_cmd_publish)
 
 
