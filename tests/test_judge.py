@@ -212,3 +212,18 @@ def test_judge_config_is_validated(make_config) -> None:
         make_config(judge={"criteria": ["supported"], "thresholds": {"answers": 3}})
     with pytest.raises(ConfigError, match="judge.threshold"):
         make_config(judge={"threshold": 6})
+
+
+def test_the_report_shows_score_distributions_and_the_judged_out(script, fake_openai, tmp_path: Path) -> None:
+    from distill.reporting.report import write_report
+
+    generate(load_config(_config_file(tmp_path, JUDGE)), tmp_path / "run", progress=False)
+    result = write_report(tmp_path / "run")
+    judge = result.figures["judge"]
+    rejected = _rejected(tmp_path / "run")
+    assert {d["id"] for d in judge["judged_out"]} == set(rejected)
+    assert judge["scores"]["answers"] == json.loads((tmp_path / "run" / "manifest.json").read_text())["judge"]["scores"]["answers"]
+    page = result.html.read_text(encoding="utf-8")
+    assert 'data-chart="judge"' in page and 'aria-label="judge chart"' in page
+    first = next(iter(rejected.values()))
+    assert first["detail"].split(": ", 1)[1] in page  # the judge's reason, next to the judged-out conversation
