@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from distill.errors import ConfigError
+from distill.judge_config import JudgeConfig  # re-exported: the judge section is part of the config
 from distill.tool_config import (  # re-exported: the tool section is part of the config
     _FUNCTION_NAME,
     FINAL_ANSWER,
@@ -68,7 +69,6 @@ __all__ = [
 ]
 
 
-
 class AgentConfig(_Model):
     """How the agent talks: its format, system prompt and step budget."""
 
@@ -90,8 +90,6 @@ class AgentConfig(_Model):
                 "contains { or }, which LangChain's prompt template would treat as variables; remove them"
             )
         return value
-
-
 
 
 class SourceConfig(_Model):
@@ -181,6 +179,7 @@ class GenerationConfig(_Model):
     max_cost_usd: float | None = Field(
         default=None, gt=0, description="stop resumably before the next teacher request would pass this"
     )
+    step_retries: int = Field(default=2, ge=0, le=10, description="asks a failed step again, new seed")
 
 
 class DedupConfig(_Model):
@@ -202,6 +201,7 @@ class ExportConfig(_Model):
     model: str = "gpt-4o-mini-2024-07-18"
     max_example_tokens: int | None = Field(default=None, ge=1, description="default: the model's limit")
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    preferences: bool = Field(default=False, description="write preferences.*.jsonl (DPO pairs)")
 
 
 class PublishConfig(_Model):
@@ -230,6 +230,7 @@ class Config(_Model):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 
@@ -333,8 +334,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(str(file), None, f"YAML syntax error at {where}: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(str(file), None, "is not UTF-8 text") from None
-    config = config_from_dict(data, file=str(file), base_dir=file.resolve().parent)
-    return config
+    return config_from_dict(data, file=str(file), base_dir=file.resolve().parent)
 
 
 def resolve_source_path(config: Config, raw: str) -> Path:
