@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from distill.config import Config
-from distill.errors import RunFolderError
+from distill.errors import Rejection, RunFolderError
 from distill.evaluation.questions import EvalError, EvalQuestion, few_shot_demos, load_questions
 from distill.evaluation.report import EvalReport, ModelResult, Transcript, TranscriptStep
 from distill.teachers.base import TeacherReply
@@ -53,12 +53,8 @@ def split_model_spec(spec: str) -> tuple[str, str | None]:
     return (match["model"], match["url"]) if match else (spec.strip(), None)
 
 
-class ModelCallError(Exception):
+class ModelCallError(Rejection):
     """A model call that got no answer after the SDK's retries; `reason` is machine-readable."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 class ModelClient:
