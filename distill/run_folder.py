@@ -37,7 +37,7 @@ __all__ = [
     "CHUNKS", "EVAL", "FINETUNE", "INDEX", "LEDGER", "MANIFEST", "PLANS", "REJECTED", "REPORT_HTML",
     "REPORT_JSON", "RUN_STATE", "SPLITS", "TRAIN", "TRAJECTORIES", "VALIDATION", "Appender", "Manifest",
     "RunFolder", "config_of", "default_run_dir", "load_trajectories", "output_folder", "read_jsonl",
-    "read_manifest", "write_jsonl", "write_text",
+    "read_manifest", "write_json", "write_jsonl", "write_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ class Appender:
 # -- reading ----------------------------------------------------------------------------------------------------------
 
 
-def read_jsonl(path: Path, parse: Callable[[str], T] = json.loads, *, hint: str | None = None) -> list[T]:  # type: ignore[assignment]
+def read_jsonl(path: Path, parse: Callable[[str], T] = json.loads, *, hint: str | None = None) -> list[T]:
     """The parsed lines of a JSONL file ([] when it does not exist), blank lines skipped.
 
     A last line that does not parse is a line cut short by an interrupted write: it is left out and reported (file

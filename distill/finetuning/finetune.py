@@ -14,7 +14,6 @@ only and never written. The client, `sleep` and `clock` are injectable so tests 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -22,10 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.config import Config
 from distill.errors import FinetuneError, RunFolderError
 from distill.finetuning.cost import CostEstimate, estimate_cost
 from distill.finetuning.jobs import (
-    LEDGER,
     OPENAI_BASE_URL,
     TERMINAL,
     deferred_interrupt,
@@ -40,6 +39,7 @@ from distill.finetuning.jobs import (
     sha256_of,
     write_ledger,
 )
+from distill.run_folder import MANIFEST, SPLITS, RunFolder, config_of, read_manifest
 
 __all__ = ["DEFAULT_POLL_S", "FinetuneResult", "finetune"]
 
@@ -63,20 +63,23 @@ class FinetuneResult:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _run_config(run_dir: Path) -> Any:
-    from pydantic import ValidationError
-
-    from distill.config import Config
-
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
+def _run_config(run_dir: Path) -> Config | None:
+    """The config recorded in the run's manifest; None without a manifest (a folder of hand-made files). A manifest
+    that cannot be read, or whose config no longer validates, is an error that names the fix."""
+    if not RunFolder(run_dir).manifest.is_file():
         return None
-    try:
-        return Config.model_validate(
-            json.loads(manifest_path.read_text(encoding="utf-8")).get("config") or {}
+    return config_of(read_manifest(run_dir), run_dir)
+
+
+def _target(model: str | None, recorded: str | None, config: Config | None, run_dir: Path) -> str:
+    """The model to fine-tune: `--model`, else the recorded job's, else the run's `export.model`."""
+    target = model or recorded or (config.export.model if config is not None else None)
+    if target is None:
+        raise RunFolderError(
+            f"{run_dir} records no config to take the fine-tuning target from (no {MANIFEST} with a config)",
+            hint="pass --model MODEL, e.g. --model gpt-4o-mini-2024-07-18",
         )
-    except (ValueError, ValidationError):
-        return None
+    return target
 
 
 def _lint(run_dir: Path, config: Any, model: str) -> dict[str, list[int]]:
@@ -84,8 +87,8 @@ def _lint(run_dir: Path, config: Any, model: str) -> dict[str, list[int]]:
 
     counts: dict[str, list[int]] = {}
     problems: list[str] = []
-    for name in ("train", "validation"):
-        path = run_dir / f"{name}.jsonl"
+    for name in SPLITS:
+        path = RunFolder(run_dir).split(name)
         if not path.is_file() or not path.read_bytes().strip():
             continue
         report = lint_file(path, config, model=model)
@@ -155,17 +158,17 @@ def finetune(
     sleep = sleep or time.sleep
     clock = clock or time.time
     run_dir = Path(run)
-    if not (run_dir / "train.jsonl").is_file():
-        raise RunFolderError(f"{run_dir} has no train.jsonl", hint="run `distill generate CONFIG` first")
+    folder = RunFolder(run_dir)
+    folder.require(folder.train)
     if epochs is not None and epochs < 1:
         raise FinetuneError(f"epochs must be at least 1, got {epochs}")
-    ledger_path = run_dir / LEDGER
+    ledger_path = folder.finetune
     ledger = read_ledger(ledger_path)
     config = _run_config(run_dir)
     job = ledger.get("job") or {}
 
     if estimate_only:
-        target = model or ledger.get("model") or (config.export.model if config else "gpt-4o-mini-2024-07-18")
+        target = _target(model, ledger.get("model"), config, run_dir)
         counts = _lint(run_dir, config, target)
         estimate = estimate_cost(counts["train"], target, epochs=epochs, usd_per_1m=price)
         say(f"estimate for {target}: {estimate.describe()}")
@@ -187,7 +190,7 @@ def finetune(
     if reattach:
         say(f"re-attached to job {job['id']} (recorded in {ledger_path})")
         uploaded = (ledger.get("files") or {}).get("train") or {}
-        if uploaded.get("sha256") and uploaded["sha256"] != sha256_of(run_dir / "train.jsonl"):
+        if uploaded.get("sha256") and uploaded["sha256"] != sha256_of(folder.train):
             say(
                 "note: train.jsonl changed since this job's upload; `--new` starts a job on the current files"
             )
@@ -200,7 +203,7 @@ def finetune(
             ledger.pop("last_event_id", None)
         if ledger.get("base_url") not in (None, service):
             ledger.pop("files", None)  # file ids of another service mean nothing here
-        target = model or (config.export.model if config else "gpt-4o-mini-2024-07-18")
+        target = _target(model, None, config, run_dir)
         counts = _lint(run_dir, config, target)
         estimate = estimate_cost(counts["train"], target, epochs=epochs, usd_per_1m=price)
         say(f"{target}: {estimate.describe()}")
@@ -251,13 +254,13 @@ def _check_same_job(
     for key, value in asked.items():
         if value is not None and value != ledger.get(key):
             raise FinetuneError(
-                f"{run_dir}/{LEDGER} records job {ledger['job']['id']} with {key}={ledger.get(key)!r}, "
+                f"{RunFolder(run_dir).finetune} records job {ledger['job']['id']} with {key}={ledger.get(key)!r}, "
                 f"not {value!r}",
                 hint="drop the option to re-attach to that job, or pass --new to start another job",
             )
     if base_url and ledger.get("base_url") and public_url(base_url) != ledger["base_url"]:
         raise FinetuneError(
-            f"{run_dir}/{LEDGER} records job {ledger['job']['id']} on {ledger['base_url']}, not on "
+            f"{RunFolder(run_dir).finetune} records job {ledger['job']['id']} on {ledger['base_url']}, not on "
             f"{public_url(base_url)}",
             hint="point --base-url / OPENAI_BASE_URL at the service that runs it, or pass --new",
         )
@@ -273,10 +276,10 @@ def _create(
     say: Callable[[str], None],
 ) -> None:
     files = ledger.setdefault("files", {})
-    for name in ("train", "validation"):
+    for name in SPLITS:
         if name in counts:
             with deferred_interrupt():
-                files[name] = _upload(client, run_dir / f"{name}.jsonl", files.get(name), say)
+                files[name] = _upload(client, RunFolder(run_dir).split(name), files.get(name), say)
                 write_ledger(ledger_path, ledger, clock)
         else:
             files.pop(name, None)
