@@ -152,7 +152,7 @@ def output_folder(path: str | os.PathLike[str], *, option: str = "--out") -> Pat
         raise RunFolderError(f"{option} {folder} is a file, not a folder", hint=f"give {option} a folder path")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # a parent is a file
+    except (FileExistsError, NotADirectoryError):  # a parent is a file
         raise RunFolderError(f"{option} {folder}: a parent of it is a file", hint=f"give {option} a folder path") from None
     except OSError as exc:
         raise _cannot(folder, exc, "create") from None

@@ -92,6 +92,8 @@ def publish(
         raise PublishError(f"{repo!r} is not a Hub repo id", hint="use OWNER/NAME, e.g. my-org/my-agent-data")
     if dry_run is None:
         token = resolve_hf_token(token)  # before any work
+    else:
+        output_folder(dry_run, option="--dry-run")  # before any work too: a folder that cannot be written fails now
     run_dir = Path(run)
     typed = read_manifest(run_dir)
     manifest = typed.as_dict()
