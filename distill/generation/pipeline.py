@@ -1,4 +1,5 @@
-"""The `generate` pipeline: wires the stages and owns the run folder; no stage logic lives here.
+"""The `generate` pipeline: wires the stages into a run folder (its names and writes: distill/run_folder.py); no stage
+logic lives here.
 
 config -> sources/chunks -> BM25 index -> plans -> (questions + rollouts, concurrently) -> export. Each stage writes
 its artifact into the run folder: `index/` (with `chunks.jsonl`), `plans.jsonl`, `trajectories.jsonl`, then the dataset

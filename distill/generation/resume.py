@@ -137,13 +137,9 @@ class RunSession:
         if from_ledger:
             from distill.teachers.replay import LedgerTeacher
 
-            if not (run_dir / LEDGER_FILE).is_file():
-                from distill.errors import RunFolderError
-
-                raise RunFolderError(
-                    f"{run_dir} has no {LEDGER_FILE}",
-                    hint="--from-ledger rebuilds a run that a real teacher generated; run `distill generate` first",
-                )
+            folder = RunFolder(run_dir)
+            folder.require(folder.ledger, "--from-ledger rebuilds a run that a real teacher generated; run `distill "
+                           "generate` first")
             teacher = LedgerTeacher(config, None)
         elif teacher is None:
             from distill.teachers import make_teacher
@@ -174,7 +170,7 @@ class RunSession:
         write_text(state_path, json.dumps({"fingerprint": print_, "config_hash": config.config_hash()}) + "\n")
         if use_run is not None:
             session._appender = Appender(path)
-            session.ledger = Ledger.open(run_dir / LEDGER_FILE)
+            session.ledger = Ledger.open(folder.ledger)
             session.meter = Meter.for_config(config, spent_before_usd=session.ledger.total_usd())
             use_run(session.ledger, session.meter)
         return session
