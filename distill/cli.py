@@ -101,7 +101,8 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from distill.config import load_config
-    from distill.generation.pipeline import default_run_dir, reexport
+    from distill.generation.pipeline import reexport
+    from distill.run_folder import default_run_dir
 
     config = load_config(args.config)
     run_dir = Path(args.run) if args.run else default_run_dir(config)
@@ -307,6 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # stdout closed early, e.g. `distill validate big.jsonl | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # the machine, not distill: a full disk, a read-only folder (run_folder names most)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"distill: error: cannot complete `distill {args.command}`:{where}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,7 +38,6 @@ from distill.tool_config import (  # re-exported: the tool section is part of th
     ToolConfig,
     ToolExample,
     is_object_schema,
-    schema_problem,
 )
 from distill.tool_config import StrictModel as _Model
 
@@ -65,7 +64,6 @@ __all__ = [
     "is_object_schema",
     "load_config",
     "resolve_callable",
-    "schema_problem",
 ]
 
 

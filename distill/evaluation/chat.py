@@ -98,7 +98,7 @@ def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> A
     from distill.agent.tools import ToolBox
     from distill.errors import DistillError
     from distill.generation.index import ChunkIndex
-    from distill.generation.pipeline import default_run_dir
+    from distill.run_folder import RunFolder, default_run_dir
 
     if config.agent.format != "langchain-chat":
         raise DistillError(
@@ -108,7 +108,7 @@ def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> A
 
     run_dir = Path(run) if run is not None else default_run_dir(config)
     needs_index = any(t.kind == "retriever" for t in config.tools)
-    toolbox = ToolBox(config, ChunkIndex.load(run_dir / "index") if needs_index else None)
+    toolbox = ToolBox(config, ChunkIndex.load(RunFolder(run_dir).index) if needs_index else None)
     tools = [Tool(name=t.name, description=t.description, func=_tool_fn(toolbox, t.name)) for t in config.tools]
     with warnings.catch_warnings():  # this agent is deprecated in LangChain, and it is the runtime being served
         warnings.simplefilter("ignore", LangChainDeprecationWarning)

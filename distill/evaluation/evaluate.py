@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from distill.config import Config
-from distill.errors import RunFolderError
+from distill.errors import Rejection, RunFolderError
 from distill.evaluation.questions import EvalError, EvalQuestion, few_shot_demos, load_questions
 from distill.evaluation.report import EvalReport, ModelResult, Transcript, TranscriptStep
 from distill.teachers.base import TeacherReply
@@ -53,12 +53,8 @@ def split_model_spec(spec: str) -> tuple[str, str | None]:
     return (match["model"], match["url"]) if match else (spec.strip(), None)
 
 
-class ModelCallError(Exception):
+class ModelCallError(Rejection):
     """A model call that got no answer after the SDK's retries; `reason` is machine-readable."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
 
 
 class ModelClient:
@@ -275,7 +271,7 @@ def evaluate(
     from distill.agent.tools import ToolBox
     from distill.formats import get_format
     from distill.generation.index import ChunkIndex
-    from distill.generation.pipeline import default_run_dir
+    from distill.run_folder import RunFolder, default_run_dir, output_folder
 
     if not models:
         raise EvalError("no model to evaluate", hint="pass --model NAME (repeat it to compare models)")
@@ -288,11 +284,13 @@ def evaluate(
     if dupes:
         raise EvalError(f"model(s) given twice: {', '.join(dupes)}")
     run_dir = Path(run) if run is not None else default_run_dir(config)
+    if out is not None:
+        output_folder(out)  # before any call: a folder the report cannot be written to fails now, not at the end
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: no such run folder", hint="run `distill generate CONFIG` or pass --run DIR")
     held_out = load_questions(run_dir, questions, n)
     needs_index = any(t.kind == "retriever" for t in config.tools)
-    toolbox = ToolBox(config, ChunkIndex.load(run_dir / "index") if needs_index else None)
+    toolbox = ToolBox(config, ChunkIndex.load(RunFolder(run_dir).index) if needs_index else None)
     fmt = get_format(config)
     demos = few_shot_demos(run_dir, few_shot) if few_shot else []
     params = {"temperature": temperature, "max_tokens": max_tokens}
@@ -311,6 +309,6 @@ def evaluate(
         seconds = time.perf_counter() - started
         report.models[model] = ModelResult(model, transcripts, seconds=seconds, completion_tokens=player.tokens,
                                            base_url=client.base_url)
-    report.write(Path(out) if out is not None else run_dir / "eval")
+    report.write(Path(out) if out is not None else RunFolder(run_dir).eval)
     return report
 

@@ -14,7 +14,6 @@ only and never written. The client, `sleep` and `clock` are injectable so tests 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -22,10 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.config import Config
 from distill.errors import FinetuneError, RunFolderError
 from distill.finetuning.cost import CostEstimate, estimate_cost
 from distill.finetuning.jobs import (
-    LEDGER,
     OPENAI_BASE_URL,
     TERMINAL,
     deferred_interrupt,
@@ -40,6 +39,7 @@ from distill.finetuning.jobs import (
     sha256_of,
     write_ledger,
 )
+from distill.run_folder import GENERATE_FIRST, MANIFEST, SPLITS, RunFolder, config_of, read_manifest
 
 __all__ = ["DEFAULT_POLL_S", "FinetuneResult", "finetune"]
 
@@ -63,25 +63,29 @@ class FinetuneResult:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _run_config(run_dir: Path) -> Any:
-    from pydantic import ValidationError
-
-    from distill.config import Config
-
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
+def _run_config(run_dir: Path) -> Config | None:
+    """The config recorded in the run's manifest; None without a manifest (a folder of hand-made files). A manifest
+    that cannot be read, or whose config no longer validates, is an error that names the fix."""
+    if not RunFolder(run_dir).manifest.is_file():
         return None
-    try:
-        return Config.model_validate(
-            json.loads(manifest_path.read_text(encoding="utf-8")).get("config") or {}
+    return config_of(read_manifest(run_dir), run_dir)
+
+
+def _target(model: str | None, recorded: str | None, config: Config | None, run_dir: Path) -> str:
+    """The model to fine-tune: `--model`, else the recorded job's, else the run's `export.model`."""
+    target = model or recorded or (config.export.model if config is not None else None)
+    if target is None:
+        raise RunFolderError(
+            f"{run_dir} records no config to take the fine-tuning target from (no {MANIFEST} with a config)",
+            hint="pass --model MODEL, e.g. --model gpt-4o-mini-2024-07-18",
         )
-    except (ValueError, ValidationError):
-        return None
+    return target
 
 
 def _file(run_dir: Path, name: str, method: str) -> Path:
     """train/validation file of a method: `dpo` trains on the preference pairs (export.preferences)."""
-    return run_dir / (f"preferences.{name}.jsonl" if method == "dpo" else f"{name}.jsonl")
+    folder = RunFolder(run_dir)
+    return folder.preference_split(name) if method == "dpo" else folder.split(name)
 
 
 def _lint(run_dir: Path, config: Any, model: str, method: str = "supervised") -> dict[str, list[int]]:
@@ -89,7 +93,7 @@ def _lint(run_dir: Path, config: Any, model: str, method: str = "supervised") ->
 
     counts: dict[str, list[int]] = {}
     problems: list[str] = []
-    for name in ("train", "validation"):
+    for name in SPLITS:
         path = _file(run_dir, name, method)
         if not path.is_file() or not path.read_bytes().strip():
             continue
@@ -164,25 +168,24 @@ def finetune(
     sleep = sleep or time.sleep
     clock = clock or time.time
     run_dir = Path(run)
-    asked_method, ledger = method, read_ledger(run_dir / LEDGER)
+    folder = RunFolder(run_dir)
+    ledger_path = folder.finetune
+    asked_method, ledger = method, read_ledger(ledger_path)
     recorded = ledger.get("method") if (ledger.get("job") or {}).get("id") and not new else None
     method = method or recorded or "supervised"  # a re-attach keeps the recorded job's method
     if method not in ("supervised", "dpo"):
         raise FinetuneError(f"method must be supervised or dpo, got {method!r}")
-    if not _file(run_dir, "train", method).is_file():
-        hint = "set export.preferences: true and run `distill export CONFIG`" if method == "dpo" else None
-        raise RunFolderError(f"{run_dir} has no {_file(run_dir, 'train', method).name}",
-                             hint=hint or "run `distill generate CONFIG` first")
+    hint = "set export.preferences: true and run `distill export CONFIG`" if method == "dpo" else GENERATE_FIRST
+    folder.require(_file(run_dir, "train", method), hint)
     if beta is not None and (method != "dpo" or beta <= 0):
         raise FinetuneError("beta is a DPO hyperparameter: give a positive beta with method dpo")
     if epochs is not None and epochs < 1:
         raise FinetuneError(f"epochs must be at least 1, got {epochs}")
-    ledger_path = run_dir / LEDGER
     config = _run_config(run_dir)
     job = ledger.get("job") or {}
 
     if estimate_only:
-        target = model or ledger.get("model") or (config.export.model if config else "gpt-4o-mini-2024-07-18")
+        target = _target(model, ledger.get("model"), config, run_dir)
         counts = _lint(run_dir, config, target, method)
         estimate = estimate_cost(counts["train"], target, epochs=epochs, usd_per_1m=price)
         say(f"estimate for {target}: {estimate.describe()}")
@@ -218,7 +221,7 @@ def finetune(
             ledger.pop("last_event_id", None)
         if ledger.get("base_url") not in (None, service):
             ledger.pop("files", None)  # file ids of another service mean nothing here
-        target = model or (config.export.model if config else "gpt-4o-mini-2024-07-18")
+        target = _target(model, None, config, run_dir)
         counts = _lint(run_dir, config, target, method)
         estimate = estimate_cost(counts["train"], target, epochs=epochs, usd_per_1m=price)
         say(f"{target} ({method}): {estimate.describe()}")
@@ -272,13 +275,13 @@ def _check_same_job(
     for key, value in asked.items():
         if value is not None and value != ledger.get(key, "supervised" if key == "method" else None):
             raise FinetuneError(
-                f"{run_dir}/{LEDGER} records job {ledger['job']['id']} with {key}={ledger.get(key)!r}, "
+                f"{RunFolder(run_dir).finetune} records job {ledger['job']['id']} with {key}={ledger.get(key)!r}, "
                 f"not {value!r}",
                 hint="drop the option to re-attach to that job, or pass --new to start another job",
             )
     if base_url and ledger.get("base_url") and public_url(base_url) != ledger["base_url"]:
         raise FinetuneError(
-            f"{run_dir}/{LEDGER} records job {ledger['job']['id']} on {ledger['base_url']}, not on "
+            f"{RunFolder(run_dir).finetune} records job {ledger['job']['id']} on {ledger['base_url']}, not on "
             f"{public_url(base_url)}",
             hint="point --base-url / OPENAI_BASE_URL at the service that runs it, or pass --new",
         )
@@ -294,7 +297,7 @@ def _create(
     say: Callable[[str], None],
 ) -> None:
     files = ledger.setdefault("files", {})
-    for name in ("train", "validation"):
+    for name in SPLITS:
         if name in counts:
             with deferred_interrupt():
                 files[name] = _upload(client, _file(run_dir, name, ledger.get("method", "")), files.get(name), say)

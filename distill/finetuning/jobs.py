@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from distill.errors import FinetuneError
+from distill.run_folder import FINETUNE, write_json
 
 __all__ = [
     "LEDGER",
@@ -39,7 +40,7 @@ __all__ = [
     "write_ledger",
 ]
 
-LEDGER = "finetune.json"
+LEDGER = FINETUNE  # in the run folder
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -59,9 +60,7 @@ def read_ledger(path: Path) -> dict[str, Any]:
 def write_ledger(path: Path, ledger: dict[str, Any], clock: Callable[[], float]) -> None:
     """Write the ledger atomically, stamped with `clock()` as `updated_at`."""
     ledger["updated_at"] = datetime.fromtimestamp(clock(), UTC).isoformat(timespec="seconds")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(ledger, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json(path, ledger)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from distill.errors import Rejection
+
 __all__ = ["NotRenderable", "Reading"]
 
 
@@ -24,10 +26,5 @@ class Reading:
         return bool(self.steps) and self.steps[-1].is_final
 
 
-class NotRenderable(Exception):
+class NotRenderable(Rejection):
     """A trajectory this format cannot express (e.g. parallel tool calls in a one-action-per-message format)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail

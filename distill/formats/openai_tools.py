@@ -20,11 +20,11 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-from distill.config import Config, is_object_schema, schema_problem
+from distill.config import Config, is_object_schema
 from distill.formats.base import NotRenderable, Reading
+from distill.schema import loads_unique, schema_problem, validator
 from distill.trajectory import FINAL_ANSWER, Reason, Step, Trajectory, Turn
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "OpenAIToolsFormat", "check_line", "tool_definition", "tool_parameters"]
@@ -49,19 +49,6 @@ def tool_definition(tool: Any) -> dict[str, Any]:
         "type": "function",
         "function": {"name": tool.name, "description": tool.description, "parameters": tool_parameters(tool)},
     }
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(f"duplicate key {key!r}")
-        out[key] = value
-    return out
 
 
 def _reject(reason: str, detail: str, raw: str | None) -> Reading:
@@ -159,7 +146,7 @@ class OpenAIToolsFormat:
                 detail = f"tool_calls[{k}] ({name}) arguments are a {type(text).__name__}, not a JSON string"
                 return _reject(Reason.INVALID_ARGUMENTS, detail, raw)
             try:
-                arguments = json.loads(text, object_pairs_hook=_unique_keys)
+                arguments = loads_unique(text)
             except ValueError as exc:
                 return _reject(Reason.INVALID_ARGUMENTS, f"tool_calls[{k}] ({name}) arguments are not valid JSON: {exc}", raw)
             if not isinstance(arguments, dict):
@@ -200,25 +187,6 @@ class OpenAIToolsFormat:
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-@lru_cache(maxsize=512)
-def _validator(schema_text: str) -> Any:
-    import jsonschema
-
-    schema = json.loads(schema_text)
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
-
-
-def _problem(schema: Any, value: Any) -> str | None:
-    import jsonschema
-
-    validator = _validator(json.dumps(schema, sort_keys=True))
-    if validator.is_valid(value):
-        return None
-    return jsonschema.exceptions.best_match(validator.iter_errors(value)).message
-
-
 def _line_parameters(example: dict[str, Any], out: list[tuple[str, str, int | None]]) -> dict[str, Any] | None:
     """The line's functions and their parameters; None when `tools` is malformed (the generic checks report it)."""
     import jsonschema
@@ -244,7 +212,7 @@ def _line_parameters(example: dict[str, Any], out: list[tuple[str, str, int | No
         if parameters.get("type") != "object":
             out.append(("bad_tools", f"tools[{i}] ({name}) parameters must be a JSON Schema of type object", None))
         try:
-            _validator(json.dumps(parameters, sort_keys=True))
+            validator(parameters)
         except jsonschema.SchemaError as exc:
             out.append(("bad_tools", f"tools[{i}] ({name}) parameters is not a valid JSON Schema: {exc.message}", None))
             continue
@@ -296,7 +264,7 @@ def check_line(
                 out.append((str(Reason.UNKNOWN_ACTION), f"tool_calls[{j}] calls {name!r}, not a defined tool ({known})", i))
                 continue
             try:
-                arguments = json.loads(text, object_pairs_hook=_unique_keys) if isinstance(text, str) else None
+                arguments = loads_unique(text) if isinstance(text, str) else None
             except ValueError as exc:
                 out.append((str(Reason.INVALID_ARGUMENTS), f"tool_calls[{j}] ({name}) arguments are not JSON: {exc}", i))
                 continue
@@ -304,7 +272,7 @@ def check_line(
                 detail = f"tool_calls[{j}] ({name}) arguments are not the JSON text of an object"
                 out.append((str(Reason.INVALID_ARGUMENTS), detail, i))
                 continue
-            problem = _problem(parameters[name], arguments)
+            problem = schema_problem(parameters[name], arguments)
             if problem:
                 out.append((str(Reason.ARGUMENTS_SCHEMA), f"tool_calls[{j}] ({name}) arguments fail its schema: {problem}", i))
     if max_steps is not None and steps > max_steps:

@@ -11,13 +11,13 @@ limit (configured, announced in headers, or learned from 429s) or the tokens-per
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distill.config import Config
+from distill.run_folder import read_manifest
 
 __all__ = ["Estimate", "estimate"]
 
@@ -89,7 +89,7 @@ def estimate(config: Config, out: str | Path | None = None, *, pilot: int = 10, 
 
     size = max(1, min(pilot, config.generation.conversations))
     result = generate(config, out, progress=progress, fresh=True, pilot=size)
-    manifest = json.loads(result.manifest.read_text(encoding="utf-8"))
+    manifest = read_manifest(result.run_dir).as_dict()
     counts = result.conversations
     usage = manifest.get("teacher_usage") or {}
     consumed = (usage.get("this_invocation") or {}).get("consumed_by_stage", {})

@@ -1,4 +1,5 @@
-"""The `generate` pipeline: wires the stages and owns the run folder; no stage logic lives here.
+"""The `generate` pipeline: wires the stages into a run folder (its names and writes: distill/run_folder.py); no stage
+logic lives here.
 
 config -> sources/chunks -> BM25 index -> plans -> (questions + rollouts, concurrently) -> judge -> export. Each stage writes
 its artifact into the run folder: `index/` (with `chunks.jsonl`), `plans.jsonl`, `trajectories.jsonl`, then the dataset
@@ -8,7 +9,7 @@ files and `manifest.json`.
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +19,27 @@ from distill.agent.tools import ToolBox
 from distill.config import Config
 from distill.errors import DistillError, RunFolderError, RunStopped
 from distill.formats import get_format
-from distill.generation.export import ExportResult, export_run, write_jsonl
+from distill.generation.export import ExportResult, export_run
 from distill.generation.index import ChunkIndex
 from distill.generation.questions import plan_conversations
 from distill.generation.resume import RunSession
 from distill.generation.rollout import Rollout, run_conversation
 from distill.generation.sources import chunk_documents, load_documents
+from distill.run_folder import (
+    MANIFEST,
+    RunFolder,
+    default_run_dir,
+    load_trajectories,
+    output_folder,
+    read_manifest,
+    write_jsonl,
+)
 from distill.teachers.base import Teacher
 from distill.trajectory import Plan, Trajectory
 
-__all__ = ["GenerateResult", "default_run_dir", "generate", "load_trajectories", "reexport"]
+__all__ = ["GenerateResult", "default_run_dir", "generate", "load_trajectories", "reexport"]  # the last two: run_folder's
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,11 +67,6 @@ class GenerateResult:
         )
 
 
-def default_run_dir(config: Config) -> Path:
-    """outputs/<name>/ under the current directory."""
-    return Path("outputs") / config.name
-
-
 def _progress(total: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
@@ -70,12 +77,13 @@ async def _roll_all(
     plans: list[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None
 ) -> list[Trajectory]:
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
+    run.add_plans(plans)  # a top-up's extra plans are on disk before their conversations are
     results: list[Trajectory | None] = [None] * len(plans)
     tally = {"accepted": 0, "rejected": 0, "failed": 0}
     bar = _progress(len(plans), progress)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(plans)):
-        done = run.done(plans[i].id)  # finished before a resume
+        done = run.done(plans[i])  # finished before a resume, for this very plan
         if done is None:
             queue.put_nowait(i)
         else:
@@ -163,8 +171,8 @@ def generate(
     (distill/generation/focus.py), at most `focus_budget`, and keeps the validation split the eval held out.
     """
     started = time.perf_counter()
-    run_dir = Path(out) if out is not None else default_run_dir(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = output_folder(out if out is not None else default_run_dir(config))
+    folder = RunFolder(run_dir)
 
     documents, skipped = load_documents(config)
     chunks = chunk_documents(documents, config.chunking)
@@ -172,13 +180,12 @@ def generate(
         named = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:5]) or "no files found"
         raise DistillError(f"no usable text in the sources: {named}", hint="check sources: in the config")
     index = ChunkIndex.build(chunks)
-    index.save(run_dir / "index")
+    index.save(folder.index)
 
     plans = plan_conversations(config, chunks)
     focused = _plan_focus(config, run_dir, chunks, plans, focus, focus_budget) if focus is not None else None
     if focused is not None:
         plans += focused.plans
-    write_jsonl(run_dir / "plans.jsonl", (p.model_dump() for p in plans))
     fmt = get_format(config)
     texts = [c.text for c in chunks]
     run = RunSession.open(config, run_dir, plans, texts, teacher=teacher, fresh=fresh, from_ledger=from_ledger)
@@ -187,7 +194,7 @@ def generate(
     topped = asyncio.run(_roll_and_top_up(todo, chunks, rollout, progress, run, pilot=bool(pilot)))
     plans, trajectories = topped.plans, topped.trajectories
     if topped.summary["extra_conversations"]:  # the extra plans continue the numbering
-        write_jsonl(run_dir / "plans.jsonl", (p.model_dump() for p in plans))
+        write_jsonl(folder.plans, (p.model_dump() for p in plans))
     sections = run.finish(trajectories)  # trajectories.jsonl in plan order; resume and teacher_usage sections
 
     elapsed = time.perf_counter() - started
@@ -214,24 +221,14 @@ def _plan_focus(config: Config, run_dir: Path, chunks: list[Any], plans: list[Pl
     """The focused plans for `generate --focus`: read from the run's finished trajectories and split."""
     from distill.generation.focus import FocusError, plan_focus
 
-    manifest = run_dir / "manifest.json"
-    if not manifest.is_file():
-        raise FocusError(f"{run_dir} has no manifest.json: --focus needs the run the eval report was made on",
+    if not RunFolder(run_dir).manifest.is_file():
+        raise FocusError(f"{run_dir} has no {MANIFEST}: --focus needs the run the eval report was made on",
                          hint="generate and evaluate the run first, then `distill generate CONFIG --focus REPORT`")
-    held_out = json.loads(manifest.read_text(encoding="utf-8")).get("split", {}).get("validation_documents", [])
+    held_out = read_manifest(run_dir).split.validation_documents
     focused = plan_focus(config, chunks, plans, load_trajectories(run_dir), report, validation_documents=held_out,
                          budget=budget)
     focused.summary["validation_documents"] = sorted(held_out)
     return focused
-
-
-def load_trajectories(run_dir: Path) -> list[Trajectory]:
-    """The rollout stage's artifact of a run folder."""
-    path = run_dir / "trajectories.jsonl"
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} has no trajectories.jsonl", hint="run `distill generate CONFIG` first")
-    with path.open(encoding="utf-8") as fh:
-        return [Trajectory.model_validate_json(line) for line in fh if line.strip()]
 
 
 def reexport(config: Config, run_dir: Path) -> GenerateResult:
@@ -240,10 +237,13 @@ def reexport(config: Config, run_dir: Path) -> GenerateResult:
     for t in trajectories:  # export-stage verdicts (and judge thresholds) are recomputed from scratch
         if t.stage == "export" or (t.stage == "judge" and t.outcome == "rejected"):
             t.outcome, t.stage, t.reason, t.detail, t.raw = "accepted", None, None, None, None
-    previous = run_dir / "manifest.json"
     extra = {}
-    if previous.is_file():
-        old = json.loads(previous.read_text(encoding="utf-8"))
+    if RunFolder(run_dir).manifest.is_file():
+        try:
+            old = read_manifest(run_dir).as_dict()
+        except RunFolderError as exc:  # export rewrites it: what only the old one knew is lost, and said so
+            log.warning("%s; its sources, timing, top-up and cost sections are not carried over", exc.message)
+            old = {}
         kept = ("sources", "skipped_sources", "timing", "top_up", "resume", "teacher_usage")
         extra = {k: old[k] for k in kept if k in old}
     exported = export_run(config, run_dir, trajectories, get_format(config), extra_manifest=extra)

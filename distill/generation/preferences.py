@@ -20,14 +20,16 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+from distill.run_folder import SPLITS, RunFolder
 from distill.tokens import count_example
 from distill.trajectory import Attempt, Step, Trajectory
 
 __all__ = ["PREFERENCE_FILES", "build_preferences", "preference_lines", "rejected_message"]
 
-PREFERENCE_FILES = {"train": "preferences.train.jsonl", "validation": "preferences.validation.jsonl"}
+PREFERENCE_FILES = {name: RunFolder(Path()).preference_split(name).name for name in SPLITS}
 
 
 def _groups(steps: Sequence[Step]) -> Iterator[tuple[int, int]]:

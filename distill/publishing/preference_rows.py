@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.publishing.rows import example_to_row, read_jsonl, row_to_example, schema_of
+from distill.run_folder import SPLITS, RunFolder
 
 __all__ = [
     "CONFIG_NAME",
@@ -31,7 +32,7 @@ _OUTPUTS = ("preferred_output", "non_preferred_output")
 
 def read_preference_splits(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """The run's preference lines per split (empty splits left out; {} when the run has none)."""
-    splits = {name: read_jsonl(run_dir / f"preferences.{name}.jsonl") for name in ("train", "validation")}
+    splits = {name: read_jsonl(RunFolder(run_dir).preference_split(name)) for name in SPLITS}
     return {name: rows for name, rows in splits.items() if rows}
 
 

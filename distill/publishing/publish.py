@@ -11,7 +11,6 @@ to DIR instead, so that `datasets.load_dataset(DIR)` loads exactly what would be
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,8 +19,9 @@ from typing import Any
 
 from distill.config import Config
 from distill.errors import PublishError, RunFolderError
-from distill.publishing.card import build_card, config_of
+from distill.publishing.card import build_card
 from distill.publishing.rows import build_dataset, read_splits, shard_paths
+from distill.run_folder import config_of, output_folder, read_manifest, write_text
 
 __all__ = ["PublishResult", "publish", "resolve_hf_token"]
 
@@ -41,13 +41,6 @@ class PublishResult:
     commits: list[str] = field(default_factory=list)
 
 
-def _read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "manifest.json"
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} has no manifest.json", hint="run `distill generate CONFIG` first")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def resolve_hf_token(token: str | None = None) -> str:
     """The Hub token: the argument, else HF_TOKEN, else huggingface_hub's stored login; a clear error if none."""
     if token:
@@ -65,14 +58,18 @@ def resolve_hf_token(token: str | None = None) -> str:
 
 
 def _write(dataset: Any, card: Any, out_dir: Path) -> list[str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir, option="--dry-run")
     files = ["README.md"]
-    (out_dir / "README.md").write_text(str(card), encoding="utf-8")
+    write_text(out_dir / "README.md", str(card))
     for split, paths in shard_paths(dataset).items():
         for index, rel in enumerate(paths):
             target = out_dir / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            dataset[split].shard(num_shards=len(paths), index=index, contiguous=True).to_parquet(str(target))
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                dataset[split].shard(num_shards=len(paths), index=index, contiguous=True).to_parquet(str(target))
+            except OSError as exc:
+                raise RunFolderError(f"cannot write {target}: {exc.strerror or exc}",
+                                     hint="free some space or make the folder writable, and rerun") from None
             files.append(rel)
     return files
 
@@ -97,9 +94,12 @@ def publish(
         raise PublishError(f"{repo!r} is not a Hub repo id", hint="use OWNER/NAME, e.g. my-org/my-agent-data")
     if dry_run is None:
         token = resolve_hf_token(token)  # before any work
+    else:
+        output_folder(dry_run, option="--dry-run")  # before any work too: a folder that cannot be written fails now
     run_dir = Path(run)
-    manifest = _read_manifest(run_dir)
-    run_config = config_of(manifest)
+    typed = read_manifest(run_dir)
+    manifest = typed.as_dict()
+    run_config = config_of(typed, run_dir)
     override = config.publish if config is not None else None
     if override is not None and isinstance(manifest.get("config"), dict):
         manifest = {**manifest, "config": {**manifest["config"], "publish": override.model_dump(mode="json")}}

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from distill.errors import Rejection
+
 __all__ = ["Teacher", "TeacherCallError", "TeacherReply", "TeacherRequest"]
 
 
@@ -56,13 +58,8 @@ class TeacherReply:
     tool_calls: list[dict[str, Any]] | None = None  # [{"id", "type": "function", "function": {"name", "arguments"}}]
 
 
-class TeacherCallError(Exception):
+class TeacherCallError(Rejection):
     """A call that produced no answer after the retries (HTTP error, timeout); `reason` is machine-readable."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 class Teacher(Protocol):
