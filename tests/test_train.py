@@ -240,11 +240,14 @@ def test_over_long_examples_are_skipped_and_counted(chat_run: Path, chatml_model
     limit = lengths[len(lengths) // 2]
     over = sum(n > limit for n in lengths)
     assert 0 < over < len(lengths)
-    result = train(chat_run, base=str(chatml_model), out=tmp_path / "s", max_steps=1, grad_accum=1, max_tokens=limit,
+    kept = [n for n in lengths if n <= limit]
+    # one step over every kept line: the trainer sees each one whole (TRL's own max_length would have cut them)
+    result = train(chat_run, base=str(chatml_model), out=tmp_path / "s", grad_accum=len(kept), max_tokens=limit,
                    progress=False)
     data = result.figures["data"]
-    assert result.skipped["too_long"] == over and data["examples"] == len(lengths) - over
-    assert data["tokens"]["longest"] == max(n for n in lengths if n <= limit)  # kept lines are whole, not cut
+    assert result.skipped["too_long"] == over and data["examples"] == len(kept) and result.steps == 1
+    assert data["tokens"]["longest"] == max(kept) and data["tokens"]["total"] == sum(kept)
+    assert result.figures["tokens_seen"] == sum(kept)
 
 
 def test_local_policy_answers_a_teacher_request(chatml_model: Path, tools_model: Path) -> None:

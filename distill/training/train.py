@@ -1,10 +1,10 @@
 """`distill train`: supervised fine-tuning of an open causal LM on a run's train.jsonl, on this machine.
 
 The lines are encoded by `training.chat` (distill's own label mask from the model's chat template) and handed to
-TRL's SFTTrainer pre-tokenized (`input_ids` + `labels`: TRL uses given labels as they are); its `max_length` is set
-to the longest kept example, so nothing is cut (lines over `max_tokens` are skipped and counted instead). The output
-folder holds a plain model (LoRA merged), the tokenizer with its chat template and `train.json`; checkpoints go to
-OUT/checkpoints/ and the same command resumes from the last one.
+TRL's SFTTrainer pre-tokenized (`input_ids` + `labels`: TRL uses given labels as they are) with `max_length=None`,
+so TRL cuts nothing (its default, 1024, truncates silently); lines over `max_tokens` are skipped and counted
+instead. The output folder holds a plain model (LoRA merged), the tokenizer with its chat template and
+`train.json`; checkpoints go to OUT/checkpoints/ and the same command resumes from the last one.
 """
 
 from __future__ import annotations
@@ -191,6 +191,7 @@ def train(
     except ImportError as exc:
         raise TrainError(f"`distill train` needs {exc.name}, which is not installed", hint=INSTALL_HINT) from None
     import torch
+    from transformers import PrinterCallback
 
     peft_config = None
     if lora:
@@ -203,7 +204,7 @@ def train(
     cuda = torch.cuda.is_available()
     args = SFTConfig(
         output_dir=str(checkpoints), num_train_epochs=epochs, max_steps=max_steps or -1, learning_rate=lr,
-        per_device_train_batch_size=1, gradient_accumulation_steps=grad_accum, max_length=tokens["longest"],
+        per_device_train_batch_size=1, gradient_accumulation_steps=grad_accum, max_length=None,
         logging_steps=1, save_strategy="steps", save_steps=save_steps, save_total_limit=2, report_to="none",
         disable_tqdm=True, seed=seed, data_seed=seed, use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
         include_num_input_tokens_seen=True, dataset_num_proc=None, lr_scheduler_type="cosine", warmup_steps=0,
@@ -213,8 +214,10 @@ def train(
     with warnings.catch_warnings():  # the libraries' own deprecation notices about each other's APIs: not the user's
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Could not find a config file")  # peft, for a .gguf base folder
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
                              processing_class=tokenizer, peft_config=peft_config, callbacks=[bar])
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict; the bar shows the loss instead
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=True if resume else None)
         seconds = time.perf_counter() - started
