@@ -248,6 +248,8 @@ def test_over_long_examples_are_skipped_and_counted(chat_run: Path, chatml_model
     assert result.skipped["too_long"] == over and data["examples"] == len(kept) and result.steps == 1
     assert data["tokens"]["longest"] == max(kept) and data["tokens"]["total"] == sum(kept)
     assert result.figures["tokens_seen"] == sum(kept)
+    with pytest.raises(Exception, match="max_tokens must be at least 1"):
+        train(chat_run, base=str(chatml_model), max_tokens=0)
 
 
 def test_local_policy_answers_a_teacher_request(chatml_model: Path, tools_model: Path) -> None:

@@ -121,6 +121,10 @@ class LocalModel:
         self.model = path.name if path.suffix == ".gguf" else (path.resolve().name or self.spec)
         self.default_max_tokens = default_max_tokens
         self._model, self.tokenizer = load_model(spec)
+        import torch
+
+        if torch.cuda.is_available():
+            self._model.to("cuda")
         self._lock = threading.Lock()
         self._syntax: ToolCallSyntax | None = None
         self._syntax_known = False

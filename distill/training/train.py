@@ -160,10 +160,12 @@ def train(
 ) -> TrainResult:
     """Fine-tune `base` on RUN/train.jsonl (or a .jsonl file) and write the model folder `out` (default
     RUN/student/); rerunning the same call resumes from the last checkpoint."""
-    for name, value, least in (("epochs", epochs, 0.0), ("grad_accum", grad_accum, 1), ("save_steps", save_steps, 1),
-                               ("max_steps", max_steps or 1, 1), ("max_tokens", max_tokens or 1, 1)):
-        if value < least or (name == "epochs" and value == 0):
-            raise TrainError(f"{name} must be {'above' if name == 'epochs' else 'at least'} {least}, got {value}")
+    if epochs <= 0:
+        raise TrainError(f"epochs must be above 0, got {epochs}")
+    for name, value in (("grad_accum", grad_accum), ("save_steps", save_steps), ("max_steps", max_steps),
+                        ("max_tokens", max_tokens), ("lora_rank", lora_rank)):
+        if value is not None and value < 1:
+            raise TrainError(f"{name} must be at least 1, got {value}")
     run_path = Path(run)
     data = _data_file(run_path)
     out_dir = Path(out) if out is not None else (run_path if run_path.is_dir() else run_path.parent) / "student"
