@@ -252,6 +252,41 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_finetune)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from distill.training.train import train
+
+    try:
+        result = train(args.run, base=args.base, out=args.out, lora=not args.full, epochs=args.epochs, lr=args.lr,
+                       max_steps=args.max_steps, max_tokens=args.max_tokens, grad_accum=args.grad_accum,
+                       save_steps=args.save_steps, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("\ninterrupted; the same command resumes from the last checkpoint", file=sys.stderr)
+        return 130
+    f = result.figures
+    skipped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in f["data"]["skipped"].items() if n) or "none"
+    print(f"trained {f['data']['examples']} examples ({skipped} skipped) for {f['steps']} steps in {f['seconds']:.0f} s "
+          f"({f['tokens_per_second']} tokens/s), final loss {f['final_loss']}: {result.out_dir}/ (train.json)")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune an open model on a run's train.jsonl on this machine (transformers)")
+    p.add_argument("run", help="the run folder (its train.jsonl) or a .jsonl file")
+    p.add_argument("--base", required=True, help="the model: a local folder, a .gguf file or a Hub id")
+    p.add_argument("--out", help="model folder to write (default: RUN/student/)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--lora", action="store_true", help="train LoRA adapters, merged into the saved model (default)")
+    mode.add_argument("--full", action="store_true", help="train every weight")
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default 1)")
+    p.add_argument("--lr", type=float, help="learning rate (default 2e-4 with LoRA, 5e-5 full)")
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides --epochs)")
+    p.add_argument("--max-tokens", type=int, help="skip (and count) longer examples (default: the model's context)")
+    p.add_argument("--grad-accum", type=int, default=8, help="examples per optimizer step, micro-batch 1 (default 8)")
+    p.add_argument("--save-steps", type=int, default=25, help="checkpoint every N steps, and at the end (default 25)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_train)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from distill.reporting.report import write_report
 
@@ -273,7 +308,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 _COMMANDS = [
     _add_generate, _add_validate, _add_export, _add_eval, _add_chat, _add_publish, _add_finetune, _add_report,
-    _add_estimate,
+    _add_estimate, _add_train,
 ]
 
 
