@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.run_folder import RunFolder
 from distill.training.chat import TemplateError, encode_line
 from distill.training.load import INSTALL_HINT, TrainError, load_model, model_context
 
@@ -43,7 +44,7 @@ class TrainResult:
 
 
 def _data_file(run: Path) -> Path:
-    path = run / "train.jsonl" if run.is_dir() else run
+    path = RunFolder(run).train if run.is_dir() else run
     if not path.is_file():
         raise TrainError(f"{path}: no such file", hint="give a run folder (with train.jsonl) or a .jsonl file; "
                          "`distill generate CONFIG` writes one")
