@@ -7,7 +7,7 @@ and not run again; failed ones (no teacher answer after the retries) are dropped
 cut short by a kill -9 is dropped. When it does not match (or with `fresh`), every conversation runs again; the
 ledger still answers every request it holds, so nothing already paid is paid again.
 
-A teacher that talks to an endpoint (it has `use_run`) gets the run folder's ledger (`ledger.sqlite`) and a `Meter`
+A teacher that pays for its answers (a `RunTeacher`: it has `use_run`) gets the run folder's ledger (`ledger.sqlite`) and a `Meter`
 (distill/costs.py), and while the rollouts run each finished conversation is appended to `trajectories.jsonl` with
 one `write` (O_APPEND), so an interrupted run never loses a finished conversation and never writes one twice. A
 teacher without a ledger (the offline one) costs nothing: its runs are always recomputed, nothing is appended. At the
@@ -28,6 +28,7 @@ from typing import Any
 
 from distill.config import Config
 from distill.errors import RunStopped
+from distill.teachers.base import PacedTeacher, RunTeacher
 from distill.teachers.costs import Meter
 from distill.teachers.ledger import LEDGER_FILE, Ledger
 from distill.trajectory import Plan, Trajectory
@@ -136,8 +137,8 @@ class RunSession:
 
             teacher = make_teacher(config)
         session = cls(config, run_dir, teacher)
-        use_run = getattr(teacher, "use_run", None)
-        fresh = fresh or use_run is None  # a teacher without a ledger (offline) costs nothing: never stale, recompute
+        paid = isinstance(teacher, RunTeacher)
+        fresh = fresh or not paid  # a teacher without a ledger (offline) costs nothing: never stale, recompute
         print_ = fingerprint(config, plans, chunk_texts)
         state_path, path = run_dir / RUN_STATE, run_dir / TRAJECTORIES
         same = False
@@ -154,11 +155,11 @@ class RunSession:
         elif path.exists():
             path.unlink()
         _atomic_write(state_path, json.dumps({"fingerprint": print_, "config_hash": config.config_hash()}) + "\n")
-        if use_run is not None:
+        if paid:
             session._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             session.ledger = Ledger.open(run_dir / LEDGER_FILE)
             session.meter = Meter.for_config(config, spent_before_usd=session.ledger.total_usd())
-            use_run(session.ledger, session.meter)
+            teacher.use_run(session.ledger, session.meter)
         return session
 
     # -- during the rollouts ----------------------------------------------------------------------------------------
@@ -233,9 +234,8 @@ class RunSession:
             if self.ledger is not None:
                 total = self.ledger.total_usd()
                 usage["run_folder"] = {"by_stage": self.ledger.totals(), "usd": round(total, 6) if price else None}
-            engine = getattr(self.teacher, "engine", None)
-            if engine is not None:
-                usage["limits"] = engine.limiter.describe()
+            if isinstance(self.teacher, PacedTeacher):
+                usage["limits"] = self.teacher.limits()
             out["teacher_usage"] = usage
         return out
 
