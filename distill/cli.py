@@ -182,7 +182,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from distill.publishing.publish import publish
 
     config = load_config(args.config) if args.config else None
-    result = publish(args.run, args.repo, private=args.private, dry_run=args.dry_run, config=config)
+    result = publish(args.run, args.repo, private=args.private, dry_run=args.dry_run, config=config,
+                     preferences=not args.no_preferences)
     rows = ", ".join(f"{n} {split}" for split, n in result.rows.items())
     if result.dry_run is not None:
         print(f"dry run: wrote {', '.join(result.files)} ({rows} rows) to {result.dry_run}/; nothing was pushed")
@@ -199,6 +200,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its own)")
     p.add_argument("--dry-run", metavar="DIR", help="write exactly what would be pushed to DIR; push nothing")
     p.add_argument("--config", help="a config whose publish: section (license, tags) to use (default: the run's)")
+    p.add_argument("--no-preferences", action="store_true", help="leave out the run's preference pairs (DPO config)")
     p.set_defaults(handler=_cmd_publish)
 
 
@@ -215,6 +217,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             cancel=args.cancel,
             new=args.new,
             estimate_only=args.estimate,
+            method=args.method,
+            beta=args.beta,
             base_url=args.base_url,
             price=args.price_per_1m,
             echo=lambda line: print(line, flush=True),
@@ -239,6 +243,9 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cancel", action="store_true", help="cancel the recorded job")
     p.add_argument("--new", action="store_true", help="start another job even though one is recorded")
     p.add_argument("--estimate", action="store_true", help="lint and show tokens and cost only; no key, no upload")
+    p.add_argument("--method", choices=["supervised", "dpo"],
+                   help="supervised (train.jsonl, default) or dpo (preferences.train.jsonl: export.preferences)")
+    p.add_argument("--beta", type=float, help="DPO beta (with --method dpo; default: the service's)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI)")
     p.add_argument("--price-per-1m", type=float, metavar="USD", help="training price per 1M tokens (default: table)")
     p.set_defaults(handler=_cmd_finetune)

@@ -18,16 +18,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from distill.errors import ConfigError
+from distill.judge_config import JudgeConfig  # re-exported: the judge section is part of the config
 from distill.registry import FORMATS, TEACHERS
 from distill.tool_config import (  # re-exported: the tool section is part of the config
     _FUNCTION_NAME,
@@ -182,6 +176,7 @@ class GenerationConfig(_Model):
     max_cost_usd: float | None = Field(
         default=None, gt=0, description="stop resumably before the next teacher request would pass this"
     )
+    step_retries: int = Field(default=2, ge=0, le=10, description="asks a failed step again, new seed")
 
 
 class DedupConfig(_Model):
@@ -203,6 +198,7 @@ class ExportConfig(_Model):
     model: str = "gpt-4o-mini-2024-07-18"
     max_example_tokens: int | None = Field(default=None, ge=1, description="default: the model's limit")
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    preferences: bool = Field(default=False, description="write preferences.*.jsonl (DPO pairs)")
 
 
 class PublishConfig(_Model):
@@ -231,6 +227,7 @@ class Config(_Model):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 

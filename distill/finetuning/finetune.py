@@ -80,13 +80,18 @@ def _run_config(run_dir: Path) -> Any:
         return None
 
 
-def _lint(run_dir: Path, config: Any, model: str) -> dict[str, list[int]]:
+def _file(run_dir: Path, name: str, method: str) -> Path:
+    """train/validation file of a method: `dpo` trains on the preference pairs (export.preferences)."""
+    return run_dir / (f"preferences.{name}.jsonl" if method == "dpo" else f"{name}.jsonl")
+
+
+def _lint(run_dir: Path, config: Any, model: str, method: str = "supervised") -> dict[str, list[int]]:
     from distill.validation.lint import lint_file
 
     counts: dict[str, list[int]] = {}
     problems: list[str] = []
     for name in ("train", "validation"):
-        path = run_dir / f"{name}.jsonl"
+        path = _file(run_dir, name, method)
         if not path.is_file() or not path.read_bytes().strip():
             continue
         report = lint_file(path, config, model=model)
@@ -96,12 +101,12 @@ def _lint(run_dir: Path, config: Any, model: str) -> dict[str, list[int]]:
         shown = "; ".join(problems[:5]) + (f"; ... and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise FinetuneError(
             f"the fine-tuning files have {len(problems)} problem(s), nothing was uploaded: {shown}",
-            hint=f"see them all with `distill validate {run_dir}/train.jsonl`",
+            hint=f"see them all with `distill validate {_file(run_dir, 'train', method)}`",
         )
     n = len(counts.get("train", []))
     if n < MIN_EXAMPLES:
         raise FinetuneError(
-            f"{run_dir}/train.jsonl has {n} examples; the fine-tuning service needs at least {MIN_EXAMPLES}",
+            f"{_file(run_dir, 'train', method)} has {n} examples; the fine-tuning service needs at least {MIN_EXAMPLES}",
             hint="generate more conversations (generation.conversations) or lower export.validation_fraction",
         )
     return counts
@@ -135,6 +140,8 @@ def finetune(
     cancel: bool = False,
     new: bool = False,
     estimate_only: bool = False,
+    method: str | None = None,
+    beta: float | None = None,
     base_url: str | None = None,
     price: float | None = None,
     poll_interval: float = DEFAULT_POLL_S,
@@ -150,24 +157,34 @@ def finetune(
     `model` defaults to the run's `export.model`; `epochs=None` leaves the epoch count to the service (the estimate
     uses its default rule); `price` overrides the USD per 1M training tokens of the price table; `estimate_only`
     lints and estimates without a key or any upload; `sleep` (between polls) and `clock` (the ledger's timestamps)
-    default to time.sleep and time.time. Raises FinetuneError for refused requests and failed jobs.
+    default to time.sleep and time.time. `method="dpo"` (default: the recorded job's, else supervised) trains on the run's preference pairs
+    (`preferences.train.jsonl`, `export.preferences: true`) with `method: {"type": "dpo", ...}`, `beta` its DPO beta.
+    Raises FinetuneError for refused requests and failed jobs.
     """
     say = echo or (lambda line: None)
     sleep = sleep or time.sleep
     clock = clock or time.time
     run_dir = Path(run)
-    if not (run_dir / "train.jsonl").is_file():
-        raise RunFolderError(f"{run_dir} has no train.jsonl", hint="run `distill generate CONFIG` first")
+    asked_method, ledger = method, read_ledger(run_dir / LEDGER)
+    recorded = ledger.get("method") if (ledger.get("job") or {}).get("id") and not new else None
+    method = method or recorded or "supervised"  # a re-attach keeps the recorded job's method
+    if method not in ("supervised", "dpo"):
+        raise FinetuneError(f"method must be supervised or dpo, got {method!r}")
+    if not _file(run_dir, "train", method).is_file():
+        hint = "set export.preferences: true and run `distill export CONFIG`" if method == "dpo" else None
+        raise RunFolderError(f"{run_dir} has no {_file(run_dir, 'train', method).name}",
+                             hint=hint or "run `distill generate CONFIG` first")
+    if beta is not None and (method != "dpo" or beta <= 0):
+        raise FinetuneError("beta is a DPO hyperparameter: give a positive beta with method dpo")
     if epochs is not None and epochs < 1:
         raise FinetuneError(f"epochs must be at least 1, got {epochs}")
     ledger_path = run_dir / LEDGER
-    ledger = read_ledger(ledger_path)
     config = _run_config(run_dir)
     job = ledger.get("job") or {}
 
     if estimate_only:
         target = model or ledger.get("model") or (config.export.model if config else "gpt-4o-mini-2024-07-18")
-        counts = _lint(run_dir, config, target)
+        counts = _lint(run_dir, config, target, method)
         estimate = estimate_cost(counts["train"], target, epochs=epochs, usd_per_1m=price)
         say(f"estimate for {target}: {estimate.describe()}")
         return FinetuneResult(run_dir, ledger_path, job.get("id"), job.get("status"), estimate=estimate)
@@ -175,7 +192,8 @@ def finetune(
     requested_url = resolve_base_url(base_url)
     reattach = bool(job.get("id")) and not new
     if reattach:
-        _check_same_job(ledger, run_dir, model=model, suffix=suffix, epochs=epochs, base_url=requested_url)
+        _check_same_job(ledger, run_dir, model=model, suffix=suffix, epochs=epochs, base_url=requested_url,
+                        method=asked_method)
         requested_url = requested_url or ledger.get("base_url")
     if cancel and not reattach:
         raise FinetuneError(
@@ -188,7 +206,7 @@ def finetune(
     if reattach:
         say(f"re-attached to job {job['id']} (recorded in {ledger_path})")
         uploaded = (ledger.get("files") or {}).get("train") or {}
-        if uploaded.get("sha256") and uploaded["sha256"] != sha256_of(run_dir / "train.jsonl"):
+        if uploaded.get("sha256") and uploaded["sha256"] != sha256_of(_file(run_dir, "train", ledger.get("method", ""))):
             say(
                 "note: train.jsonl changed since this job's upload; `--new` starts a job on the current files"
             )
@@ -202,9 +220,9 @@ def finetune(
         if ledger.get("base_url") not in (None, service):
             ledger.pop("files", None)  # file ids of another service mean nothing here
         target = model or (config.export.model if config else "gpt-4o-mini-2024-07-18")
-        counts = _lint(run_dir, config, target)
+        counts = _lint(run_dir, config, target, method)
         estimate = estimate_cost(counts["train"], target, epochs=epochs, usd_per_1m=price)
-        say(f"{target}: {estimate.describe()}")
+        say(f"{target} ({method}): {estimate.describe()}")
         result.estimate = estimate
         ledger.update(
             {
@@ -212,6 +230,8 @@ def finetune(
                 "model": target,
                 "suffix": suffix,
                 "epochs": epochs,
+                "method": method,
+                "beta": beta,
                 "estimate": asdict(estimate),
             }
         )
@@ -247,10 +267,11 @@ def _check_same_job(
     suffix: str | None,
     epochs: int | None,
     base_url: str | None,
+    method: str | None = None,
 ) -> None:
-    asked = {"model": model, "suffix": suffix, "epochs": epochs}
+    asked = {"model": model, "suffix": suffix, "epochs": epochs, "method": method}
     for key, value in asked.items():
-        if value is not None and value != ledger.get(key):
+        if value is not None and value != ledger.get(key, "supervised" if key == "method" else None):
             raise FinetuneError(
                 f"{run_dir}/{LEDGER} records job {ledger['job']['id']} with {key}={ledger.get(key)!r}, "
                 f"not {value!r}",
@@ -277,7 +298,7 @@ def _create(
     for name in ("train", "validation"):
         if name in counts:
             with deferred_interrupt():
-                files[name] = _upload(client, run_dir / f"{name}.jsonl", files.get(name), say)
+                files[name] = _upload(client, _file(run_dir, name, ledger.get("method", "")), files.get(name), say)
                 write_ledger(ledger_path, ledger, clock)
         else:
             files.pop(name, None)
@@ -286,11 +307,11 @@ def _create(
         kwargs["validation_file"] = files["validation"]["id"]
     if ledger.get("suffix"):
         kwargs["suffix"] = ledger["suffix"]
-    if ledger.get("epochs"):
-        kwargs["method"] = {
-            "type": "supervised",
-            "supervised": {"hyperparameters": {"n_epochs": ledger["epochs"]}},
-        }
+    hyper = {k: v for k, v in (("n_epochs", ledger.get("epochs")), ("beta", ledger.get("beta"))) if v}
+    if ledger.get("method") == "dpo":  # preference fine-tuning always names its method
+        kwargs["method"] = {"type": "dpo", "dpo": {"hyperparameters": hyper}}
+    elif hyper:
+        kwargs["method"] = {"type": "supervised", "supervised": {"hyperparameters": hyper}}
     with deferred_interrupt():
         try:  # no SDK retry: a retried create after a timeout could start a second job
             job = client.with_options(max_retries=0).fine_tuning.jobs.create(**kwargs)

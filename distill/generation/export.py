@@ -21,6 +21,7 @@ from distill.config import Config
 from distill.formats import Format, NotRenderable
 from distill.generation.coverage import summarize_coverage
 from distill.generation.dedup import drop_duplicates, summarize_duplicates
+from distill.generation.judge import apply_verdicts
 from distill.redact import redact, secret_values
 from distill.tokens import count_example, default_epochs, example_limit, token_stats
 from distill.trajectory import Reason, Trajectory
@@ -109,6 +110,7 @@ def export_run(
     """Render, token-check, split and write the run's dataset files and manifest."""
     model = config.export.model
     limit = config.export.max_example_tokens or example_limit(model)
+    judged = apply_verdicts(config, trajectories)  # judge_<criterion> rejections from the stored verdicts
     lines: dict[str, list[tuple[dict[str, Any], int]]] = {}
     for t in trajectories:
         if t.outcome != "accepted":
@@ -195,6 +197,14 @@ def export_run(
         "files": {k: p.name for k, p in paths.items()},
         "config": redact(config.model_dump(mode="json"), secret_values([])),  # no credentials in base_url
     }
+    if judged is not None:
+        manifest["judge"] = judged
+    if config.export.preferences:  # DPO pairs: rejected attempts next to accepted answers (same document split)
+        from distill.generation.preferences import PREFERENCE_FILES, build_preferences
+
+        pairs, manifest["preferences"] = build_preferences(accepted, fmt, validation_docs, model=model, limit=limit)
+        for split, name in PREFERENCE_FILES.items():
+            write_jsonl(run_dir / name, pairs[split])
     if extra_manifest:
         manifest.update(extra_manifest)
     manifest_path = run_dir / "manifest.json"

@@ -1,6 +1,6 @@
 """The `generate` pipeline: wires the stages and owns the run folder; no stage logic lives here.
 
-config -> sources/chunks -> BM25 index -> plans -> (questions + rollouts, concurrently) -> export. Each stage writes
+config -> sources/chunks -> BM25 index -> plans -> (questions + rollouts, concurrently) -> judge -> export. Each stage writes
 its artifact into the run folder: `index/` (with `chunks.jsonl`), `plans.jsonl`, `trajectories.jsonl`, then the dataset
 files and `manifest.json`.
 """
@@ -121,10 +121,26 @@ async def _roll_and_top_up(
 
     try:
         if pilot:  # distill estimate: a sample of the plans, no top-up
-            return TopUp(plans, await roll(plans), {"extra_conversations": 0, "pilot": len(plans)})
-        return await top_up(rollout.config, chunks, plans, await roll(plans), rollout.fmt, roll)
+            topped = TopUp(plans, await roll(plans), {"extra_conversations": 0, "pilot": len(plans)})
+        else:
+            topped = await top_up(rollout.config, chunks, plans, await roll(plans), rollout.fmt, roll)
+        await _judge(rollout, topped.trajectories, by_id, run)
+        return topped
     finally:
         await rollout.teacher.aclose()
+
+
+async def _judge(rollout: Rollout, trajectories: list[Trajectory], chunks: dict[str, Any], run: RunSession | None) -> None:
+    """The judge stage (distill/generation/judge.py): verdicts stored on the records; export applies the thresholds."""
+    from distill.generation.judge import judge_all
+
+    try:
+        await judge_all(rollout.config, trajectories, {k: c.text for k, c in chunks.items()}, rollout.teacher)
+    except RunStopped as exc:  # budget or breaker: the unjudged conversations are judged on resume
+        if run is None:
+            raise
+        run.stop(exc)
+        run.check_stopped()
 
 
 def generate(
@@ -221,8 +237,8 @@ def load_trajectories(run_dir: Path) -> list[Trajectory]:
 def reexport(config: Config, run_dir: Path) -> GenerateResult:
     """Rebuild the dataset files of a run from its trajectories, with zero teacher calls."""
     trajectories = load_trajectories(run_dir)
-    for t in trajectories:  # export-stage verdicts are recomputed from scratch
-        if t.stage == "export":
+    for t in trajectories:  # export-stage verdicts (and judge thresholds) are recomputed from scratch
+        if t.stage == "export" or (t.stage == "judge" and t.outcome == "rejected"):
             t.outcome, t.stage, t.reason, t.detail, t.raw = "accepted", None, None, None, None
     previous = run_dir / "manifest.json"
     extra = {}

@@ -44,7 +44,7 @@ _NEUTRAL_TEACHER = ("concurrency", "max_retries", "timeout_s", "rpm", "tpm", "ba
 def fingerprint(config: Config, plans: Sequence[Plan], chunk_texts: Sequence[str]) -> str:
     """A hash of what determines the conversations of a run."""
     data = config.model_dump(mode="json")
-    for key in ("name", "export", "publish"):
+    for key in ("name", "export", "publish", "judge"):  # the judge grades conversations, it does not change them
         data.pop(key, None)
     for key in _NEUTRAL_TEACHER:
         data["teacher"].pop(key, None)

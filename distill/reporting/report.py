@@ -33,6 +33,7 @@ SECTIONS = {
     "documents": "Coverage per source document",
     "duplicates": "Duplicates dropped",
     "cost": "Cost",
+    "judge": "Judge scores per criterion",
 }
 
 
@@ -205,7 +206,20 @@ def build_figures(run_dir: str | Path) -> dict[str, Any]:
             "items": duplicates.get("items", []),
         },
         "cost": _cost_figures(manifest),
+        "judge": _judge_figures(manifest, rejected, trajectories),
     }
+
+
+def _judge_figures(manifest: dict[str, Any], rejected: list[dict[str, Any]], trajectories: list[dict[str, Any]]) -> Any:
+    """Score distributions per criterion and the judged-out conversations (None when the run was not judged)."""
+    judge = manifest.get("judge")
+    if not judge:
+        return None
+    questions = {t["id"]: t["turns"][0]["question"] for t in trajectories if t.get("turns")}
+    out = [{"id": r["id"], "question": questions.get(r["id"], ""), "reason": r["reason"], "detail": r["detail"]}
+           for r in rejected if r.get("stage") == "judge"]
+    keys = ("judges", "thresholds", "judged", "unjudged", "rejected_by_reason", "scores", "note")
+    return {**{k: judge.get(k) for k in keys}, "judged_out": out}
 
 
 def write_report(run_dir: str | Path, *, examples: int = 3) -> ReportResult:
