@@ -15,19 +15,14 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
-from pydantic import (
-    Field,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from distill.errors import ConfigError
 from distill.judge_config import JudgeConfig  # re-exported: the judge section is part of the config
+from distill.registry import FORMATS, TEACHERS
 from distill.tool_config import (  # re-exported: the tool section is part of the config
     _FUNCTION_NAME,
     FINAL_ANSWER,
@@ -70,7 +65,9 @@ __all__ = [
 class AgentConfig(_Model):
     """How the agent talks: its format, system prompt and step budget."""
 
-    format: Literal["langchain-chat", "openai-tools"] = "langchain-chat"
+    format: Annotated[str, AfterValidator(FORMATS.check)] = Field(
+        default="langchain-chat", description="langchain-chat, openai-tools, or one added with register_format"
+    )
     system_prompt: str | None = Field(
         default=None, description="null = LangChain's own PREFIX (langchain-chat) or distill's default (openai-tools)"
     )
@@ -123,8 +120,8 @@ class PriceConfig(_Model):
 class TeacherConfig(_Model):
     """Which model plays the agent."""
 
-    provider: Literal["auto", "offline", "openai"] = Field(
-        default="auto", description="auto = openai when OPENAI_API_KEY is set, else offline"
+    provider: Annotated[str, AfterValidator(TEACHERS.check)] = Field(
+        default="auto", description="auto = openai when OPENAI_API_KEY is set, else offline; or register_teacher's"
     )
     model: str = "gpt-4o"
     base_url: str | None = Field(default=None, description="else OPENAI_BASE_URL, else OpenAI")
@@ -139,7 +136,7 @@ class TeacherConfig(_Model):
     breaker_s: float = Field(default=60.0, gt=0, description="stop resumably when nothing succeeded for this long")
     price: PriceConfig | None = Field(default=None, description="USD per 1M tokens; null = distill's table")
 
-    def resolved_provider(self) -> Literal["offline", "openai"]:
+    def resolved_provider(self) -> str:
         """The provider actually used: `auto` picks openai when OPENAI_API_KEY is set."""
         if self.provider == "auto":
             return "openai" if os.environ.get("OPENAI_API_KEY") else "offline"

@@ -232,12 +232,11 @@ def test_one_schema_checker_and_one_duplicate_key_loader() -> None:
 
 def test_every_stage_rejects_with_one_rejection() -> None:
     from distill.agent.simulated import SimulationError
-    from distill.evaluation.evaluate import ModelCallError
     from distill.formats import NotRenderable
     from distill.generation.questions import QuestionError
     from distill.teachers.base import TeacherCallError
 
-    for cls in (SimulationError, ModelCallError, NotRenderable, QuestionError, TeacherCallError):
+    for cls in (SimulationError, NotRenderable, QuestionError, TeacherCallError):  # eval's calls: TeacherCallError
         exc = cls("bad_question", "no questions", "raw text")
         assert isinstance(exc, Rejection) and (exc.reason, exc.detail, exc.raw) == ("bad_question", "no questions",
                                                                                     "raw text")

@@ -130,6 +130,7 @@ class ModelResult:
     seconds: float = 0.0
     completion_tokens: int = 0
     base_url: str | None = None
+    limits: dict[str, Any] | None = None  # the engine's rate limits in force and where they came from
 
     def metrics(self) -> dict[str, Any]:
         """Every metric as {rate, count, total} (answer_f1 as {mean, count, answered})."""
@@ -172,6 +173,7 @@ class ModelResult:
             "metrics": metrics,
             "failures_by_reason": dict(Counter(t.failure for t in self.failures()).most_common()),
             "call_errors": dict(call_errors.most_common()),
+            "limits": self.limits,
             "timing": {
                 "seconds": round(self.seconds, 2),
                 "completion_tokens": self.completion_tokens,

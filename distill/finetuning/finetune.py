@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import Config
+from distill.endpoint import resolve_base_url
 from distill.errors import FinetuneError, RunFolderError
 from distill.finetuning.cost import CostEstimate, estimate_cost
 from distill.finetuning.jobs import (
@@ -191,7 +192,7 @@ def finetune(
         say(f"estimate for {target}: {estimate.describe()}")
         return FinetuneResult(run_dir, ledger_path, job.get("id"), job.get("status"), estimate=estimate)
 
-    requested_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+    requested_url = resolve_base_url(base_url)
     reattach = bool(job.get("id")) and not new
     if reattach:
         _check_same_job(ledger, run_dir, model=model, suffix=suffix, epochs=epochs, base_url=requested_url,

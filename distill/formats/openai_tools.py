@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distill.config import Config, is_object_schema
-from distill.formats.base import NotRenderable, Reading
+from distill.formats.base import STRUCTURE_READ, NotRenderable, Reading
 from distill.schema import loads_unique, schema_problem, validator
 from distill.trajectory import FINAL_ANSWER, Reason, Step, Trajectory, Turn
 
@@ -59,14 +59,14 @@ class OpenAIToolsFormat:
     """Renders trajectories as the messages a native tool-calling runtime sends, and reads `tool_calls` strictly."""
 
     name = "openai-tools"
-    stop = None
+    stop: list[str] | None = None  # native tool calls need no stop sequences
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.system_prompt = config.agent.system_prompt or DEFAULT_SYSTEM_PROMPT
         self.memory_window = config.agent.memory_window
-        self.parallel_tool_calls = config.agent.parallel_tool_calls
-        self.tools = [tool_definition(t) for t in config.tools]
+        self.parallel_tool_calls: bool | None = config.agent.parallel_tool_calls
+        self.tools: list[dict[str, Any]] | None = [tool_definition(t) for t in config.tools]
         self._parameters = {t.name: tool_parameters(t) for t in config.tools}
         self._structured = frozenset(t.name for t in config.tools if t.structured)
 
@@ -114,6 +114,33 @@ class OpenAIToolsFormat:
         self._steps(steps, number, messages)
         return messages
 
+    def messages_as_written(
+        self, earlier: Sequence[Turn], question: str, steps: Sequence[Step]
+    ) -> list[dict[str, Any]]:
+        """`messages_for_step` with this turn's answers as they came (content, tool-call ids, argument text) over the
+        canonical rendering of their calls, and the `tool` messages' ids matching (an answer without ids keeps
+        call_N)."""
+        messages = self.messages_for_step(earlier, question, steps)
+        if not steps:
+            return messages
+        mine = self._prefix(earlier, question)[0]
+        calls = iter(steps)
+        ids: dict[str, str] = {}
+        for message in messages[len(mine) :]:
+            if message.get("role") == "assistant" and message.get("tool_calls"):
+                group = [next(calls) for _ in message["tool_calls"]]
+                sent = json.loads(group[0].raw) if group[0].raw else {}
+                raw_calls = sent.get("tool_calls") or []
+                if len(raw_calls) == len(group):
+                    for rendered, original in zip(message["tool_calls"], raw_calls, strict=True):
+                        ids[rendered["id"]] = original.get("id") or rendered["id"]
+                        rendered["id"] = ids[rendered["id"]]
+                        rendered["function"]["arguments"] = original["function"]["arguments"]
+                    message["content"] = sent.get("content")
+            elif message.get("role") == "tool" and message.get("tool_call_id") in ids:
+                message["tool_call_id"] = ids[message["tool_call_id"]]
+        return messages
+
     # -- reading the model's answer ----------------------------------------------------------------------------
     def read(self, reply: Any) -> Reading:
         """A teacher reply (`TeacherReply`) checked strictly: its tool calls as steps, or the final answer."""
@@ -159,6 +186,16 @@ class OpenAIToolsFormat:
             call_id = call.get("id") if isinstance(call.get("id"), str) else None
             steps.append(Step(action=name, action_input=action_input, raw=raw or "", call_id=call_id, parallel=k > 0))
         return Reading(ok=True, steps=steps)
+
+    def named_actions(self, reply: Any, reason: str) -> list[str | None] | None:
+        """The functions a rejected answer called (FINAL_ANSWER for an empty text answer), when they could be read."""
+        if reason == Reason.EMPTY_ANSWER:  # no tool call and no text: an empty final answer
+            return [FINAL_ANSWER]
+        if reason not in STRUCTURE_READ or not reply.tool_calls:
+            return None
+        functions = [c.get("function") if isinstance(c, dict) else None for c in reply.tool_calls]
+        names = [f.get("name") if isinstance(f, dict) else None for f in functions]
+        return [n if isinstance(n, str) else None for n in names]
 
     # -- fine-tuning lines ---------------------------------------------------------------------------------------
     def render_turn(self, earlier: Sequence[Turn], turn: Turn) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import Config
-from distill.formats import NotRenderable
+from distill.formats import Format, NotRenderable
 from distill.generation.coverage import summarize_coverage
 from distill.generation.dedup import drop_duplicates, line_key, summarize_duplicates
 from distill.generation.judge import apply_verdicts
@@ -91,7 +91,7 @@ def export_run(
     config: Config,
     run_dir: Path,
     trajectories: Sequence[Trajectory],
-    fmt: Any,
+    fmt: Format,
     *,
     extra_manifest: dict[str, Any] | None = None,
     validation_documents: set[str] | None = None,

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from distill.formats.base import Format
 from distill.run_folder import SPLITS, RunFolder
 from distill.tokens import count_example
 from distill.trajectory import Attempt, Step, Trajectory
@@ -82,10 +83,10 @@ def _calls_before(trajectory: Trajectory, turn_index: int, steps: Sequence[Step]
     return earlier + sum(1 for s in steps if not s.is_final)
 
 
-def preference_lines(trajectory: Trajectory, fmt: Any, skipped: Counter[str] | None = None) -> list[dict[str, Any]]:
+def preference_lines(trajectory: Trajectory, fmt: Format, skipped: Counter[str] | None = None) -> list[dict[str, Any]]:
     """The preference lines of one accepted trajectory (one per rejected attempt at a step's prompt)."""
     skipped = skipped if skipped is not None else Counter()
-    native = getattr(fmt, "tools", None) is not None
+    native = fmt.tools is not None
     lines: list[dict[str, Any]] = []
     for t_index, turn in enumerate(trajectory.turns):
         earlier = trajectory.turns[:t_index]
@@ -124,7 +125,7 @@ def _tokens(line: dict[str, Any], model: str) -> int:
 
 
 def build_preferences(
-    accepted: Sequence[Trajectory], fmt: Any, validation_docs: set[str], *, model: str, limit: int
+    accepted: Sequence[Trajectory], fmt: Format, validation_docs: set[str], *, model: str, limit: int
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """The lines of each split (keys of PREFERENCE_FILES) and the manifest's `preferences` section."""
     skipped: Counter[str] = Counter()

@@ -11,7 +11,7 @@ a kill -9 is dropped. Extra plans are added to `plans.jsonl` (`add_plans`) befor
 finished conversation's plan is on disk. When it does not match (or with `fresh`), every conversation runs again; the
 ledger still answers every request it holds, so nothing already paid is paid again.
 
-A teacher that talks to an endpoint (it has `use_run`) gets the run folder's ledger (`ledger.sqlite`) and a `Meter`
+A teacher that pays for its answers (a `RunTeacher`: it has `use_run`) gets the run folder's ledger (`ledger.sqlite`) and a `Meter`
 (distill/costs.py), and while the rollouts run each finished conversation is appended to `trajectories.jsonl` with
 one `write` (O_APPEND), so an interrupted run never loses a finished conversation and never writes one twice. A
 teacher without a ledger (the offline one) costs nothing: its runs are always recomputed, nothing is appended. At the
@@ -40,6 +40,7 @@ from distill.run_folder import (
     write_jsonl,
     write_text,
 )
+from distill.teachers.base import PacedTeacher, RunTeacher
 from distill.teachers.costs import Meter
 from distill.teachers.ledger import LEDGER_FILE, Ledger
 from distill.trajectory import Plan, Trajectory
@@ -146,8 +147,8 @@ class RunSession:
 
             teacher = make_teacher(config)
         session = cls(config, run_dir, teacher)
-        use_run = getattr(teacher, "use_run", None)
-        fresh = fresh or use_run is None  # a teacher without a ledger (offline) costs nothing: never stale, recompute
+        paid = isinstance(teacher, RunTeacher)
+        fresh = fresh or not paid  # a teacher without a ledger (offline) costs nothing: never stale, recompute
         print_ = fingerprint(config, plans, chunk_texts)
         folder = RunFolder(run_dir)
         state_path, path = folder.run_state, folder.trajectories
@@ -168,11 +169,11 @@ class RunSession:
         session.plans = list(plans)
         write_jsonl(folder.plans, (p.model_dump() for p in plans))
         write_text(state_path, json.dumps({"fingerprint": print_, "config_hash": config.config_hash()}) + "\n")
-        if use_run is not None:
+        if paid:
             session._appender = Appender(path)
             session.ledger = Ledger.open(folder.ledger)
             session.meter = Meter.for_config(config, spent_before_usd=session.ledger.total_usd())
-            use_run(session.ledger, session.meter)
+            teacher.use_run(session.ledger, session.meter)
         return session
 
     # -- during the rollouts ----------------------------------------------------------------------------------------
@@ -266,9 +267,8 @@ class RunSession:
             if self.ledger is not None:
                 total = self.ledger.total_usd()
                 usage["run_folder"] = {"by_stage": self.ledger.totals(), "usd": round(total, 6) if price else None}
-            engine = getattr(self.teacher, "engine", None)
-            if engine is not None:
-                usage["limits"] = engine.limiter.describe()
+            if isinstance(self.teacher, PacedTeacher):
+                usage["limits"] = self.teacher.limits()
             out["teacher_usage"] = usage
         return out
 
