@@ -281,3 +281,27 @@ def test_local_policy_answers_a_teacher_request(chatml_model: Path, tools_model:
     assert reply.usage["prompt_tokens"] > 0 and (reply.text is not None or reply.tool_calls)
     with pytest.raises(TemplateError, match="no tool-call syntax"):
         asyncio.run(policy.complete(TeacherRequest(stage="eval", messages=request.messages, tools=tools)))
+
+
+def test_eval_plays_a_trained_folder_in_process_beside_another_model(chat_run: Path, chatml_model: Path,
+                                                                       tmp_path: Path, capsys) -> None:
+    """`distill eval --model PATH`: the local folder plays through the same evaluator and agent loop, in one table
+    with the base model (both in-process: no endpoint, no key)."""
+
+    student = tmp_path / "student"
+    train(chat_run, base=str(chatml_model), out=student, max_steps=1, grad_accum=1, progress=False)
+    config = tmp_path / "cfg.yaml"
+    data = copy.deepcopy(BASE_CONFIG)
+    data["agent"]["max_steps"] = 2
+    config.write_text(json.dumps(data))
+    code = main(["eval", str(config), "--run", str(chat_run), "--model", str(chatml_model), "--model", str(student),
+                 "--n", "2", "--max-tokens", "8", "--out", str(tmp_path / "eval")])
+    assert code == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert list(report["models"]) == [str(chatml_model), str(student)]
+    for figures in report["models"].values():
+        assert figures["base_url"] == "in-process"
+        assert figures["metrics"]["completion"]["total"] == report["questions"]["count"] > 0
+        assert figures["call_errors"] == {}  # every question got answers from the local model
+    table = capsys.readouterr().out
+    assert "format adherence (valid steps)" in table and str(student) in table

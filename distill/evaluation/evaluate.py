@@ -57,6 +57,13 @@ def split_model_spec(spec: str) -> tuple[str, str | None]:
     return (match["model"], match["url"]) if match else (spec.strip(), None)
 
 
+def _local_policy(spec: str, config: Config) -> Teacher | None:
+    """An in-process policy for a local model folder or .gguf file (distill[train]); None for anything else."""
+    from distill.training.local_model import local_policy
+
+    return local_policy(spec, config)
+
+
 def student_model(config: Config, model: str, endpoint: Endpoint, concurrency: int) -> Teacher:
     """`model` at `endpoint` behind the engine, with the teacher section's retries, timeouts, back-off and breaker,
     `concurrency` requests in flight, limits learned from the endpoint (the teacher's rpm / tpm are its own), no
@@ -215,11 +222,15 @@ def evaluate(
         questions=len(held_out), settings={"max_steps": config.agent.max_steps, "few_shot": few_shot,
                                             "base_url": resolve_base_url(base_url), **params},
     )
-    endpoints = [(name, resolve_endpoint(url or base_url, needed_by=f"model {name!r}", error=EvalError))
-                 for name, url in specs]
-    for model, endpoint in endpoints:
-        policy = student_model(config, model, endpoint, concurrency)
-        student = Student(model, policy, fmt, toolbox, config.agent.max_steps, params, demos, endpoint.base_url)
+    policies: list[tuple[str, Teacher | None, Endpoint | None]] = []
+    for name, url in specs:  # a local model folder or .gguf plays in-process; anything else is an endpoint's model
+        local = _local_policy(name, config) if url is None and Path(name).exists() else None
+        endpoint = None if local else resolve_endpoint(url or base_url, needed_by=f"model {name!r}", error=EvalError)
+        policies.append((name, local, endpoint))
+    for model, local, endpoint in policies:
+        policy = local or student_model(config, model, endpoint, concurrency)  # type: ignore[arg-type]
+        where = endpoint.base_url if endpoint is not None else "in-process"
+        student = Student(model, policy, fmt, toolbox, config.agent.max_steps, params, demos, where)
         started = time.perf_counter()
         transcripts = asyncio.run(_run_model(student, held_out, concurrency, progress))
         report.models[model] = _result(student, transcripts, time.perf_counter() - started)
