@@ -174,7 +174,7 @@ class _Player:
                 step.action_input = transcript.answer = reading.steps[-1].action_input
                 return transcript
             for call in reading.steps:
-                observation = self.toolbox.run(call.action, call.action_input)
+                observation = await self.toolbox.arun(call.action, call.action_input)
                 call.observation, call.tool_error = observation.text, observation.error
                 if native:
                     step.calls.append({"id": call.call_id, "action": call.action, "action_input": call.action_input,

@@ -70,7 +70,7 @@ class Rollout:
             observation = read_simulation(reply, tool)
             step.simulated = True
         else:
-            observation = self.tools.run(step.action, step.action_input)
+            observation = await self.tools.arun(step.action, step.action_input)
         step.observation, step.tool_error = observation.text, observation.error
 
 
