@@ -270,13 +270,12 @@ def register_tool_model(kind: str, model: type[ToolEntry]) -> type[ToolEntry]:
     Registering a kind again replaces its model. The runner (what a call does) is registered beside it with
     `distill.agent.tools.register_tool_kind`.
     """
-    field = model.model_fields.get("kind")
-    if not (isinstance(model, type) and issubclass(model, ToolEntry)) or field is None or get_args(field.annotation) != (
-        kind,
-    ):
+    is_entry = isinstance(model, type) and issubclass(model, ToolEntry)
+    field = model.model_fields.get("kind") if is_entry else None
+    if field is None or get_args(field.annotation) != (kind,):
         raise TypeError(f'a tool model must subclass ToolEntry and declare kind: Literal["{kind}"]')
     _MODELS[kind] = model
-    for listener in list(_LISTENERS):
+    for listener in _LISTENERS:
         listener()
     return model
 
@@ -343,5 +342,5 @@ def resolve_callable(spec: str, base_dir: Path | None = None, *, any_object: boo
     if any_object and func is None and not hasattr(module, attr):
         raise ImportError(f"module {module_name!r} has no attribute {attr!r}")
     if not any_object and not callable(func):
-        raise ImportError(f"module {module_name!r} has no callable {attr!r}")  # noqa: TRY004 - reported as an import problem
+        raise ImportError(f"module {module_name!r} has no callable {attr!r}")
     return func

@@ -264,7 +264,7 @@ def list_mcp_tools(server: McpServer, base_dir: Path) -> list[dict[str, Any]]:
             return run_in_thread(go, server.startup_timeout_s)
         except ImportError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - said in one line, with the server's last word
             errlog.seek(0)
             said = [line for line in errlog.read().splitlines() if line.strip()]
             tail = f" (the server said: {said[-1].strip()[:200]})" if said else ""

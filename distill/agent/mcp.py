@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import json
 import threading
 from collections.abc import Coroutine
@@ -79,6 +80,8 @@ class McpRuntime:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout_s)
+            if not self._thread.is_alive():
+                self.loop.close()
 
 
 class McpConnection:
@@ -120,10 +123,8 @@ class McpConnection:
         if self._stop is not None:
             self._stop.set()
         if self._owner is not None:
-            try:
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # closing a dead session
                 await asyncio.wait_for(self._owner, 5)
-            except (Exception, asyncio.CancelledError):  # noqa: BLE001 - closing a dead session
-                pass
 
     async def _restart(self, generation: int, why: str) -> None:
         assert self._lock is not None  # set by start()
@@ -157,7 +158,7 @@ class McpConnection:
             generation, session = self.generation, self.session
             try:
                 result = await asyncio.wait_for(session.call_tool(tool, arguments), timeout_s)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 return f"Error: TimeoutError: {tool} did not answer within {timeout_s:g} s", True
             except McpError as exc:
                 if exc.error.code != CONNECTION_CLOSED:

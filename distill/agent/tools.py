@@ -26,14 +26,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from distill.config import Config, LangchainTool, McpTool, PythonTool, RetrieverTool, SimulatedTool, resolve_callable
+from distill.config import (
+    Config,
+    LangchainTool,
+    McpTool,
+    PythonTool,
+    RetrieverTool,
+    SimulatedTool,
+    resolve_callable,
+)
 
 __all__ = ["TOOL_KINDS", "AsyncRunner", "Observation", "ToolBox", "ToolContext", "register_tool_kind"]
 
 ToolFn = Callable[..., Any]  # called with the string input, or with keyword arguments (object input_schema)
 ToolFactory = Callable[[Any, "ToolContext"], Any]
 TOOL_KINDS: dict[str, ToolFactory] = {}
-_DEFAULT_REPR = re.compile(r"^<.* at 0x[0-9a-f]+>$", re.S)
+_DEFAULT_REPR = re.compile(r"^<.* at 0x[0-9a-f]+>$", re.DOTALL)
 
 
 @dataclass
