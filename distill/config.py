@@ -233,7 +233,7 @@ class Config(_Model):
     def _unique_tools(cls, tools: list[Any]) -> list[Any]:
         seen: set[str] = set()
         for tool in tools:
-            if not isinstance(tool, ToolSpec):  # an entry standing for several tools: checked once expanded
+            if not isinstance(tool, ToolSpec) or tool.name is None:  # checked once expanded (config load)
                 continue
             if tool.name in seen:
                 raise ValueError(f"tool name {tool.name!r} is used twice; tool names must be unique")

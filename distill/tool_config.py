@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -343,4 +343,4 @@ def resolve_callable(spec: str, base_dir: Path | None = None, *, any_object: boo
         raise ImportError(f"module {module_name!r} has no attribute {attr!r}")
     if not any_object and not callable(func):
         raise ImportError(f"module {module_name!r} has no callable {attr!r}")
-    return func
+    return cast(Callable[[str], Any], func)

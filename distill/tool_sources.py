@@ -20,7 +20,7 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal, TextIO, cast
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -214,7 +214,7 @@ def langchain_object(spec: str, base_dir: Path, name: str | None, description: s
 
 # -- MCP sessions ------------------------------------------------------------------------------------------------------
 @contextlib.asynccontextmanager
-async def open_mcp_session(server: McpServer, base_dir: Path, errlog: IO[str] | None = None) -> AsyncIterator[Any]:
+async def open_mcp_session(server: McpServer, base_dir: Path, errlog: TextIO | None = None) -> AsyncIterator[Any]:
     """An initialized `mcp.ClientSession` to `server` (a stdio process in `base_dir`, or streamable HTTP)."""
     try:
         from mcp import ClientSession
@@ -254,7 +254,8 @@ async def list_session_tools(session: Any) -> list[dict[str, Any]]:
 
 def list_mcp_tools(server: McpServer, base_dir: Path) -> list[dict[str, Any]]:
     """Start / connect to `server`, list its tools, disconnect; a stdio server's stderr is kept for the error."""
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as errlog:
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as raw:
+        errlog = cast(TextIO, raw)
 
         async def go() -> list[dict[str, Any]]:
             async with open_mcp_session(server, base_dir, errlog) as session:

@@ -19,12 +19,12 @@ import pytest
 
 pytest.importorskip("mcp")
 
-from distill.agent.tools import ToolBox  # noqa: E402
-from distill.errors import ConfigError, RunStopped  # noqa: E402
-from distill.generation.index import ChunkIndex  # noqa: E402
-from distill.generation.pipeline import generate, load_trajectories  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
-from tests.test_parity import replay_and_compare  # noqa: E402
+from distill.agent.tools import ToolBox
+from distill.errors import ConfigError, RunStopped
+from distill.generation.index import ChunkIndex
+from distill.generation.pipeline import generate, load_trajectories
+from tests.conftest import REPO
+from tests.test_parity import replay_and_compare
 
 SHOP = REPO / "tests" / "servers" / "mcp_shop.py"
 EXAMPLES = {
@@ -220,3 +220,29 @@ def test_langchain_parity_replay_with_mcp_tools_in_the_loop(make_config, tmp_pat
     finally:
         box.close()
     assert len(_calls(log)) - served_before == len(mcp_steps)  # LangChain's runtime called the server again
+
+
+def test_distill_chat_with_an_mcp_tool_calls_the_server(make_config, tmp_path: Path, fake_openai) -> None:
+    from langchain_classic.agents.conversational_chat.prompt import TEMPLATE_TOOL_RESPONSE
+
+    from distill.evaluation.chat import chat
+    from distill.formats.langchain_actions import render_action
+
+    log = tmp_path / "calls.jsonl"
+    config = make_config(tools=[{**_stdio(log), "include": ["find_item"]}])
+
+    def student(body: dict[str, Any]) -> str:
+        if body["messages"][-1]["content"].startswith("TOOL RESPONSE"):
+            return render_action("Final Answer", "SKU-77 is there in green.")
+        return render_action("find_item", json.dumps({"sku": "SKU-77", "color": "green"}))
+
+    fake_openai.chat_script = student
+    out = __import__("io").StringIO()
+    code = chat(config, "student", question="Is SKU-77 there in green?", run=tmp_path / "no-run", out=out)
+    assert code == 0, out.getvalue()
+    served = _calls(log)
+    assert [(c["tool"], c["arguments"]) for c in served] == [("find_item", {"sku": "SKU-77", "color": "green",
+                                                                           "size": None})]
+    bodies = [r.json() for r in fake_openai.requests_to("/chat/completions")]
+    assert bodies[1]["messages"][-1]["content"] == TEMPLATE_TOOL_RESPONSE.format(observation=served[0]["text"])
+    assert "> Final Answer: SKU-77 is there in green." in out.getvalue()

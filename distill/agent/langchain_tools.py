@@ -76,6 +76,7 @@ def langchain_tools(config: Config, toolbox: ToolBox) -> list[Any]:
     out: list[Any] = []
     for t in config.tools:
         if isinstance(t, LangchainTool):
+            assert t.name is not None  # filled at config load
             lc_tool = toolbox.function(t.name).langchain_tool  # type: ignore[attr-defined]
             if lc_tool.is_single_input:
                 out.append(lc_tool if lc_tool.name == t.name and lc_tool.description == t.description
