@@ -47,6 +47,7 @@ class Reason(StrEnum):
     PARALLEL_NOT_ALLOWED = "parallel_tool_calls_not_allowed"
     FORMAT_DEPENDENT = "format_dependent"
     SIMULATED_OUTPUT = "simulated_output"
+    TOOL_ERROR = "tool_error"  # a tool call errored and generation.reject_tool_errors is on
 
 
 class _Record(BaseModel):

@@ -51,6 +51,7 @@ class Key:
 
 
 _REQUIRED, _SECTION = "required", "section"
+_BY_KIND = "by kind"  # a key whose default differs between the tool kinds that take it
 
 
 def _unwrap(annotation: Any) -> list[Any]:
@@ -106,8 +107,8 @@ def model_keys(model: type[BaseModel] = Config) -> dict[str, Key]:
             key = Key(path, kinds, _default(field))
             if path in found:
                 old = found[path]
-                assert old.default == key.default, f"{path}: tool kinds disagree on its default"
-                key = Key(path, (old.kinds or frozenset()) | (kinds or frozenset()) or None, old.default)
+                default = old.default if old.default == key.default else _BY_KIND  # e.g. examples: a list, or per tool
+                key = Key(path, (old.kinds or frozenset()) | (kinds or frozenset()) or None, default)
             found[path] = key
             models, is_list = _models_in(field.annotation)
             for inner in models:
@@ -140,7 +141,7 @@ def documented_keys(text: str) -> dict[str, tuple[frozenset[str] | None, str]]:
 
 
 def _cell_value(cell: str) -> Any:
-    if cell in (_REQUIRED, _SECTION):
+    if cell in (_REQUIRED, _SECTION, _BY_KIND):
         return cell
     if not (cell.startswith("`") and cell.endswith("`")):
         return f"<not a default: {cell!r}>"
@@ -155,7 +156,7 @@ def config_doc_problems(text: str, model: type[BaseModel] = Config) -> list[str]
     problems = []
     for path, key in keys.items():
         if path not in rows:
-            default = key.default if key.default in (_REQUIRED, _SECTION) else f"`{yaml.safe_dump(key.default).split(chr(10))[0]}`"
+            default = key.default if key.default in (_REQUIRED, _SECTION, _BY_KIND) else f"`{yaml.safe_dump(key.default).split(chr(10))[0]}`"
             problems.append(f"`{path}` is a config key but has no row: add `| `{path}` | {default} | ... |`")
             continue
         kinds, cell = rows[path]
@@ -184,7 +185,7 @@ def test_model_keys_walk_nested_models_lists_and_tool_kinds() -> None:
     assert keys["generation.mix"].default == _SECTION
     assert keys["export.dedup.near_threshold"].default == 0.85
     assert keys["tools[].top_k"].kinds == {"retriever"}  # one member of the union of tool kinds
-    assert keys["tools[].name"].kinds == {"retriever", "python", "simulated"}
+    assert keys["tools[].name"].kinds == {"retriever", "python", "simulated", "langchain", "mcp_tool"}
     assert keys["tools[].examples[].question"].default == _REQUIRED  # a list inside a list
     assert keys["sources[].path"].kinds is None
     assert "tools[].kind" in keys and "tools" in keys

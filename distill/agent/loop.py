@@ -42,8 +42,8 @@ TurnEnd = Literal["answered", "no_final_answer", "rejected", "cut_off", "failed"
 
 
 async def run_tool(tools: ToolBox, name: str, action_input: str) -> Observation:
-    """The one place the loop runs a tool (an awaitable `ToolBox.arun` is a one-line change here)."""
-    return tools.run(name, action_input)
+    """The one place the loop runs a tool: off the event loop, bounded by the tool's timeout (`ToolBox.arun`)."""
+    return await tools.arun(name, action_input)
 
 
 @dataclass(slots=True)

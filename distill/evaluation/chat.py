@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -70,21 +69,13 @@ def _printer(config: Config, out: TextIO) -> Any:
     return ActionPrinter()
 
 
-def _tool_fn(toolbox: Any, name: str) -> Callable[[str], Any]:
-    def run(query: str) -> Any:
-        observation = toolbox.run(name, query)
-        return observation.text if observation.error else observation.value  # LangChain prints str(value)
-
-    return run
-
-
 def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> Any:
     """LangChain's conversational-chat agent over the config's tools (the retriever over the run's index)."""
     from langchain_classic.agents import AgentType, initialize_agent
     from langchain_classic.memory import ConversationBufferWindowMemory
     from langchain_core._api.deprecation import LangChainDeprecationWarning
-    from langchain_core.tools import Tool
 
+    from distill.agent.langchain_tools import langchain_tools
     from distill.agent.tools import ToolBox
     from distill.errors import DistillError
     from distill.generation.index import ChunkIndex
@@ -99,7 +90,7 @@ def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> A
     run_dir = Path(run) if run is not None else default_run_dir(config)
     needs_index = any(t.kind == "retriever" for t in config.tools)
     toolbox = ToolBox(config, ChunkIndex.load(RunFolder(run_dir).index) if needs_index else None)
-    tools = [Tool(name=t.name, description=t.description, func=_tool_fn(toolbox, t.name)) for t in config.tools]
+    tools = langchain_tools(config, toolbox)  # LangChain / MCP (langchain-mcp-adapters) tools as they are
     with warnings.catch_warnings():  # this agent is deprecated in LangChain, and it is the runtime being served
         warnings.simplefilter("ignore", LangChainDeprecationWarning)
         memory = ConversationBufferWindowMemory(

@@ -11,6 +11,7 @@ rerun at will on a run folder.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from distill.trajectory import Reason, Trajectory
 
 __all__ = ["ExportResult", "export_run", "split_documents"]
 
+TOOL_ERROR_WARN_RATE = 0.2  # a tool whose calls error more often than this is named in a warning
+log = logging.getLogger(__name__)
 OFFLINE_NOTE = (
     "Written by distill's offline deterministic teacher (no language model): a grounded stand-in for running the "
     "pipeline without an API key. Use a real teacher (teacher.provider: openai) for data worth training on."
@@ -87,6 +90,22 @@ def _simulated_counts(accepted: Sequence[Trajectory]) -> dict[str, Any]:
     }
 
 
+def _tool_counts(trajectories: Sequence[Trajectory]) -> dict[str, dict[str, Any]]:
+    """Calls and errors per tool over every recorded conversation; a warning names tools that error often."""
+    counts: dict[str, dict[str, Any]] = {}
+    for step in (s for t in trajectories for turn in t.turns for s in turn.steps if not s.is_final):
+        row = counts.setdefault(step.action, {"calls": 0, "errors": 0})
+        row["calls"] += 1
+        row["errors"] += bool(step.tool_error)
+    for name, row in counts.items():
+        row["error_rate"] = round(row["errors"] / row["calls"], 3)
+        if row["error_rate"] > TOOL_ERROR_WARN_RATE:
+            log.warning("tool %r errored in %d of %d calls (%.0f%%); check it, or set generation.reject_tool_errors: "
+                        "true to keep such conversations out of the data", name, row["errors"], row["calls"],
+                        100 * row["error_rate"])
+    return counts
+
+
 def export_run(
     config: Config,
     run_dir: Path,
@@ -103,6 +122,11 @@ def export_run(
     lines: dict[str, list[tuple[dict[str, Any], int]]] = {}
     for t in trajectories:
         if t.outcome != "accepted":
+            continue
+        failed = next((s for turn in t.turns for s in turn.steps if s.tool_error), None)
+        if failed is not None and config.generation.reject_tool_errors:
+            detail = f"the {failed.action} call failed: {(failed.observation or '')[:200]}"
+            t.reject("export", str(Reason.TOOL_ERROR), detail, None)
             continue
         try:
             examples = fmt.render(t)
@@ -169,6 +193,7 @@ def export_run(
         "rejects_by_stage": dict(Counter(t.stage for t in bad).most_common()),
         "accepted_by_kind": dict(Counter(t.kind for t in accepted).most_common()),
         "simulated_tools": _simulated_counts(accepted),
+        "tools": _tool_counts(trajectories),
         "coverage": summarize_coverage(config, trajectories),
         "duplicates": {
             **summarize_duplicates(duplicates, config.export.dedup),

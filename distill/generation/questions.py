@@ -12,7 +12,7 @@ import random
 from string import Template
 from typing import Any
 
-from distill.config import Config, RetrieverTool
+from distill.config import Config
 from distill.errors import Rejection
 from distill.generation.sources import Chunk
 from distill.teachers.base import TeacherReply, TeacherRequest
@@ -63,7 +63,7 @@ def _counts(total: int, shares: dict[str, float]) -> dict[str, int]:
 
 def _eligible_tools(config: Config) -> list[str]:
     offline = config.teacher.resolved_provider() == "offline"
-    names = [t.name for t in config.tools if isinstance(t, RetrieverTool) or not offline or t.examples]
+    names = [t.name for t in config.tools if t.searches or not offline or t.examples]
     return names or [config.tools[0].name]
 
 

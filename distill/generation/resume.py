@@ -59,7 +59,7 @@ def fingerprint(config: Config, plans: Sequence[Plan], chunk_texts: Sequence[str
     for key in _NEUTRAL_TEACHER:
         data["teacher"].pop(key, None)
     data["teacher"]["provider"] = config.teacher.resolved_provider()
-    for key in ("max_cost_usd", "max_extra_conversations", "mix_tolerance"):  # budgets: extra plans continue the ids
+    for key in ("max_cost_usd", "max_extra_conversations", "mix_tolerance", "reject_tool_errors"):  # budgets; export
         data["generation"].pop(key, None)
     data["distill"] = version("distill")  # another version may validate differently: its verdicts are not reused
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
