@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from distill.errors import DistillError
+from distill.errors import DistillError, RunStopped
 
 __all__ = ["build_parser", "main"]
 
@@ -33,6 +33,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         out = f" --out {args.out}" if args.out else ""
         print(f"\ninterrupted; finished conversations and paid answers are kept: `distill generate {args.config}{out}`"
               " resumes", file=sys.stderr)
+        return 130
+    except RunStopped as exc:
+        if exc.reason != "interrupted":  # a first Ctrl-C that drained the requests in flight (generation/interrupt.py)
+            raise
+        print(f"distill: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
         return 130
     c, e = result.conversations, result.examples
     print(

@@ -20,9 +20,9 @@ from functools import lru_cache
 from typing import Any
 
 __all__ = [
+    "PIECE_CHARS",
     "count_example",
     "count_text",
-    "PIECE_CHARS",
     "default_epochs",
     "encoding_for",
     "example_limit",

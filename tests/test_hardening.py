@@ -6,14 +6,22 @@ Each test is the issue's repro turned into an assertion of what the user should 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
-import pytest
-
 from distill.cli import main
+from distill.config import load_config
 from distill.generation.pipeline import generate
 from distill.tokens import PIECE_CHARS, count_example, count_text, encoding_for
 from tests.conftest import CORPUS
+from tests.fake_openai import FakeRequest, FakeResponse
+from tests.test_resume import Teacher, _config_file, _same_dataset
 
 TOOL_ONLY = {"tool": 1.0, "direct": 0.0, "multi_turn": 0.0}
 
@@ -51,3 +59,96 @@ def test_validate_reports_a_15_mb_line(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert f"{path}:2: over_token_limit" in out and f"{path}:1:" not in out
     assert count_example(big, "gpt-4o") > 7_500_000
+
+
+# -- 3. Ctrl-C: the first drains the requests in flight into the ledger, the second aborts at once ------------------
+
+
+class _SigintTeacher(Teacher):
+    """tests/test_resume.py's teacher, which sends SIGINT to the client while a request of its is in flight."""
+
+    def __init__(self, latency: float) -> None:
+        super().__init__(latency)
+        self.sigint_at: int | None = None
+        self.received = 0
+        self.in_flight_at_sigint = 0
+
+    def __call__(self, request: FakeRequest) -> FakeResponse:
+        with self.lock:
+            self.received += 1
+            if self.sigint_at is not None and self.process is not None and sum(self.answered.values()) >= self.sigint_at:
+                self.process.send_signal(signal.SIGINT)  # this request (and the others in flight) is answered after it
+                self.sigint_at = None
+                self.in_flight_at_sigint = self.received - sum(self.answered.values())
+        return super().__call__(request)
+
+
+def _cli(config_path: Path, run: Path, **kwargs) -> subprocess.Popen:
+    command = [sys.executable, "-m", "distill.cli", "generate", str(config_path), "--out", str(run), "--no-progress"]
+    return subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.DEVNULL, text=True, **kwargs)
+
+
+def test_ctrl_c_stores_the_answers_in_flight_and_the_resume_pays_nothing_twice(fake_openai, tmp_path) -> None:
+    teacher = _SigintTeacher(latency=0.0)
+    fake_openai.route("POST", r"/v1/chat/completions", teacher)
+    config_path = _config_file(tmp_path)
+    generate(load_config(config_path), tmp_path / "whole", progress=False)
+    total = sum(teacher.answered.values())
+    teacher.answered.clear()
+
+    run = tmp_path / "run"
+    teacher.latency, teacher.sigint_at = 0.2, total // 3
+    with teacher.lock:
+        teacher.process = _cli(config_path, run, stderr=subprocess.PIPE)
+    _, err = teacher.process.communicate(timeout=120)
+    assert teacher.process.returncode == 130, err
+    teacher.process = None
+    assert teacher.in_flight_at_sigint >= 1
+    answered = sum(teacher.answered.values())
+    assert total // 3 <= answered < total
+    with sqlite3.connect(run / "ledger.sqlite") as db:  # every answer the server gave is stored, those in flight too
+        assert db.execute("SELECT COUNT(*) FROM responses WHERE ok = 1").fetchone()[0] == answered
+    assert "interrupted: starting no new request; waiting for the" in err and "Ctrl-C again aborts" in err
+    assert "interrupted (Ctrl-C)" in err and f"distill generate {config_path} --out {run}" in err
+    assert "Traceback" not in err
+
+    teacher.latency = 0.0
+    generate(load_config(config_path), run, progress=False)
+    assert teacher.repeated() == []  # zero repeated requests, counted at the server
+    assert sum(teacher.answered.values()) == total
+    _same_dataset(tmp_path / "whole", run)
+
+
+def test_a_second_ctrl_c_aborts_at_once(fake_openai, tmp_path) -> None:
+    release = threading.Event()
+    hanging: list[FakeRequest] = []
+
+    def hang(request: FakeRequest) -> FakeResponse:
+        hanging.append(request)
+        release.wait(120)  # an endpoint that never answers: the first Ctrl-C alone would wait for teacher.timeout_s
+        return FakeResponse(status=503, json={"error": {"message": "gone"}})
+
+    fake_openai.route("POST", r"/v1/chat/completions", hang)
+    config_path = _config_file(tmp_path, teacher={"timeout_s": 100})
+    process = _cli(config_path, tmp_path / "run", stderr=subprocess.PIPE)
+    try:
+        while len(hanging) < 4:  # concurrency 4: every slot holds a request
+            assert process.poll() is None
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        assert process.stderr is not None
+        first = ""
+        while "interrupted: starting no new request" not in first:
+            first = process.stderr.readline()
+            assert first, "the first Ctrl-C printed nothing"
+        assert "waiting for the 4 request(s) in flight (at most 100 s)" in first
+        process.send_signal(signal.SIGINT)
+        rest = process.stderr.read()
+        assert process.wait(timeout=60) == 130
+    finally:
+        release.set()
+        process.kill()
+        process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+    assert "aborted" in rest and "Traceback" not in rest

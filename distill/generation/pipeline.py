@@ -120,11 +120,23 @@ async def _roll_and_top_up(
         return await _roll_all(some, by_id, rollout, progress, run)
 
     try:
-        if pilot:  # distill estimate: a sample of the plans, no top-up
-            return TopUp(plans, await roll(plans), {"extra_conversations": 0, "pilot": len(plans)})
-        return await top_up(rollout.config, chunks, plans, await roll(plans), rollout.fmt, roll)
+        with _interrupts(run, rollout):
+            if pilot:  # distill estimate: a sample of the plans, no top-up
+                return TopUp(plans, await roll(plans), {"extra_conversations": 0, "pilot": len(plans)})
+            return await top_up(rollout.config, chunks, plans, await roll(plans), rollout.fmt, roll)
     finally:
         await rollout.teacher.aclose()
+
+
+def _interrupts(run: RunSession | None, rollout: Rollout) -> Any:
+    """The first Ctrl-C drains the requests in flight into the ledger, the second aborts (generation/interrupt.py)."""
+    from contextlib import nullcontext
+
+    from distill.generation.interrupt import DrainOnInterrupt
+
+    if run is None:
+        return nullcontext()
+    return DrainOnInterrupt(run, rollout.teacher, rollout.config.teacher.timeout_s)
 
 
 def generate(

@@ -20,6 +20,8 @@ while the request is in flight (never during a back-off wait). Outcomes:
 - Circuit breaker: 401 / 403 / 404 (the key or the endpoint is wrong), or no success for `teacher.breaker_s` seconds
   while requests kept failing, stop the run (`RunStopped`): every request afterwards raises it, in-flight requests
   finish and are stored, and the message says what the endpoint answered.
+- `stop(exc)` stops the engine from outside (the first Ctrl-C of `generate`): no request starts afterwards, back-off
+  waits end at once, and the requests in flight (`in_flight`) finish and are stored.
 """
 
 from __future__ import annotations
@@ -137,6 +139,8 @@ class Engine:
         self._slot_count = slots
         self._last_success = clock()
         self._failures = 0
+        self.in_flight = 0  # requests sent whose answer has not arrived yet
+        self._stop_event: asyncio.Event | None = None
 
     # -- the public call ------------------------------------------------------------------------------------------
     async def send(self, body: dict[str, Any], *, key: str, stage: str) -> dict[str, Any]:
@@ -178,13 +182,13 @@ class Engine:
             if attempt.status == 429:
                 limited += 1
                 wait = retry_after(attempt.headers)  # capped like every wait: the breaker decides when to give up
-                await self._sleep(min(_MAX_WAIT_S, wait * (1 + 0.1 * self._rng.random())) if wait is not None
+                await self._pause(min(_MAX_WAIT_S, wait * (1 + 0.1 * self._rng.random())) if wait is not None
                                   else self._backoff(limited))
                 continue
             if self._retryable(attempt) and retries < self.config.max_retries:
                 retries += 1
                 wait = retry_after(attempt.headers)
-                await self._sleep(min(_MAX_WAIT_S, wait) if wait is not None else self._backoff(retries))
+                await self._pause(min(_MAX_WAIT_S, wait) if wait is not None else self._backoff(retries))
                 continue
             self._store_failure(attempt, blob, key, stage, attempts)
             raise TeacherCallError(attempt.reason or "error", attempt.describe())
@@ -204,6 +208,7 @@ class Engine:
                     raise self.stopped
                 client = self._clients[slot // self._per]
                 started = self._clock()
+                self.in_flight += 1
                 try:
                     # the body goes as the bytes the ledger stores: the SDK neither copies nor serializes it again
                     response = await client.post("/chat/completions", content=blob, cast_to=httpx2.Response)
@@ -218,8 +223,31 @@ class Engine:
                     cause = exc.__cause__ or exc
                     text = f"{type(cause).__name__}: {cause}"
                     return _Attempt(None, None, text, "connection_error", started, self._clock())
+                finally:
+                    self.in_flight -= 1
             finally:
                 self._free.append(slot)
+
+    # -- stopping from outside --------------------------------------------------------------------------------------
+    def stop(self, exc: RunStopped) -> None:
+        """Start no request from now on (the first reason wins); requests in flight finish and are stored."""
+        self.stopped = self.stopped or exc
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """A back-off wait that ends early when the engine is stopped."""
+        if self._stop_event is None:
+            self._stop_event = asyncio.Event()
+        if self.stopped:
+            return
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        stopper = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
 
     # -- outcomes -------------------------------------------------------------------------------------------------
     def _answered(self, attempt: _Attempt, blob: bytes, key: str, stage: str, attempts: int) -> dict[str, Any]:
