@@ -152,3 +152,47 @@ def test_a_second_ctrl_c_aborts_at_once(fake_openai, tmp_path) -> None:
         if process.stderr is not None:
             process.stderr.close()
     assert "aborted" in rest and "Traceback" not in rest
+
+
+# -- 4. an endpoint that cannot be reached stops the run early; a run that made nothing never exits 0 -------------
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_endpoint_stops_early_and_says_where(tmp_path, monkeypatch, capsys) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    config_path = _config_file(tmp_path, teacher={"max_retries": 2, "backoff_s": 0.01})
+    assert main(["generate", str(config_path), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot reach the teacher endpoint at {url}" in err and "ConnectError" in err
+    assert "OPENAI_BASE_URL" in err  # the hint names what to fix
+    with sqlite3.connect(tmp_path / "run" / "ledger.sqlite") as db:  # stopped after a few attempts, not 30 failures
+        assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] <= 4
+
+
+def test_a_run_where_every_conversation_failed_exits_non_zero(fake_openai, tmp_path, capsys) -> None:
+    fake_openai.chat_script = lambda body: FakeResponse(status=400, json={"error": {"message": "bad request"}})
+    config_path = _config_file(tmp_path)
+    assert main(["generate", str(config_path), "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "no example was exported: all 30 conversations failed (http_400 30)" in err
+    assert "rejected.jsonl" in err
+
+
+def test_a_run_with_no_example_exits_non_zero(tmp_path, capsys) -> None:
+    path = tmp_path / "cfg.yaml"
+    data = {"name": "t", "tools": [{"name": "Vector Search Tool", "description": "Searches.", "kind": "retriever"}],
+            "sources": [{"path": str(CORPUS)}], "teacher": {"provider": "offline"},
+            "generation": {"conversations": 4, "seed": 0, "mix": TOOL_ONLY}, "export": {"max_example_tokens": 10}}
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert main(["generate", str(path), "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "no example was exported: 4 conversation(s) rejected (over_token_limit 4)" in err

@@ -20,6 +20,8 @@ while the request is in flight (never during a back-off wait). Outcomes:
 - Circuit breaker: 401 / 403 / 404 (the key or the endpoint is wrong), or no success for `teacher.breaker_s` seconds
   while requests kept failing, stop the run (`RunStopped`): every request afterwards raises it, in-flight requests
   finish and are stored, and the message says what the endpoint answered.
+- An endpoint that cannot be reached (a refused connection or an unknown host on `_UNREACHABLE_ATTEMPTS` attempts
+  in a row, before it ever answered) stops the run at once: "cannot reach the teacher endpoint at URL".
 - `stop(exc)` stops the engine from outside (the first Ctrl-C of `generate`): no request starts afterwards, back-off
   waits end at once, and the requests in flight (`in_flight`) finish and are stored.
 """
@@ -46,7 +48,9 @@ CLIENT_CONNECTIONS = 8  # connections per client (see the module doc)
 _RETRYABLE = {408, 409, 500, 502, 503, 504, 520, 522, 524, 529}
 _FATAL = {401: "the key was refused", 403: "access was denied", 404: "the model or the URL does not exist"}
 _BREAKER_MIN_FAILURES = 3
+_UNREACHABLE_ATTEMPTS = 3
 _MAX_WAIT_S = 60.0
+_UNREACHABLE_HINT = "check teacher.base_url or OPENAI_BASE_URL (and that the server is up), then rerun the same command"
 _RESUME_HINT = "finished conversations and every paid answer are kept; fix the cause, then rerun the same command"
 
 
@@ -140,6 +144,8 @@ class Engine:
         self._last_success = clock()
         self._failures = 0
         self.in_flight = 0  # requests sent whose answer has not arrived yet
+        self._answered_once = False  # the endpoint gave an HTTP answer (any status) at least once
+        self._unreached = 0  # connection attempts in a row that reached no server, before any answer
         self._stop_event: asyncio.Event | None = None
 
     # -- the public call ------------------------------------------------------------------------------------------
@@ -171,13 +177,15 @@ class Engine:
             attempt = await self._attempt(blob, tokens)
             self.limiter.observe(attempt.status, attempt.headers, attempt.sent_at)
             if attempt.status is not None and 200 <= attempt.status < 300:
-                self._last_success, self._failures = self._clock(), 0
+                self._last_success, self._failures, self._answered_once = self._clock(), 0, True
                 return self._answered(attempt, blob, key, stage, attempts)
-            fatal = self._fatal(attempt)
+            unreachable = self._unreachable(attempt)
+            fatal = self._fatal(attempt) or unreachable
             tripped = fatal or self._breaker(attempt)
             if tripped:
                 self._store_failure(attempt, blob, key, stage, attempts)
-                self.stopped = self.stopped or RunStopped("endpoint", tripped, hint=_RESUME_HINT)
+                hint = _UNREACHABLE_HINT if unreachable else _RESUME_HINT
+                self.stopped = self.stopped or RunStopped("endpoint", tripped, hint=hint)
                 raise self.stopped
             if attempt.status == 429:
                 limited += 1
@@ -222,6 +230,7 @@ class Engine:
                 except openai.APIConnectionError as exc:
                     cause = exc.__cause__ or exc
                     text = f"{type(cause).__name__}: {cause}"
+                    self._unreached += isinstance(cause, httpx2.ConnectError)
                     return _Attempt(None, None, text, "connection_error", started, self._clock())
                 finally:
                     self.in_flight -= 1
@@ -294,6 +303,16 @@ class Engine:
         if status == 429 and "insufficient_quota" in (attempt.text or ""):
             return f"stopped: the teacher endpoint answered {attempt.describe()} (the account has no quota left)"
         return None
+
+    def _unreachable(self, attempt: _Attempt) -> str | None:
+        """A message when the endpoint never answered and the last attempts could not even connect."""
+        if attempt.status is not None:
+            self._answered_once, self._unreached = True, 0
+        if self._answered_once or self._unreached < _UNREACHABLE_ATTEMPTS:
+            return None
+        url = getattr(self._clients[0], "base_url", None) if self._clients else None
+        return (f"stopped: cannot reach the teacher endpoint at {url or 'the configured URL'} "
+                f"({self._unreached} attempts in a row; {attempt.describe()})")
 
     def _breaker(self, attempt: _Attempt) -> str | None:
         """A message when requests kept failing and nothing succeeded for `teacher.breaker_s` seconds."""
