@@ -15,8 +15,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from distill.cli import main
 from distill.config import load_config
+from distill.formats.langchain_actions import render_action
 from distill.generation.pipeline import generate
 from distill.tokens import PIECE_CHARS, count_example, count_text, encoding_for
 from tests.conftest import CORPUS
@@ -196,3 +199,46 @@ def test_a_run_with_no_example_exits_non_zero(tmp_path, capsys) -> None:
     assert main(["generate", str(path), "--out", str(tmp_path / "run"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "no example was exported: 4 conversation(s) rejected (over_token_limit 4)" in err
+
+
+# -- 5. chat against an endpoint that is down: one line, no traceback ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chat_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("chat")
+    data = {"name": "t", "agent": {"format": "langchain-chat", "max_steps": 3},
+            "tools": [{"name": "Vector Search Tool", "description": "Searches the documents.", "kind": "retriever"}],
+            "sources": [{"path": str(CORPUS)}], "teacher": {"provider": "offline", "max_retries": 0},
+            "generation": {"conversations": 3, "seed": 0, "mix": TOOL_ONLY}}
+    path = folder / "cfg.yaml"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    generate(load_config(path), folder / "run", progress=False)
+    return path, folder / "run"
+
+
+def test_chat_against_a_closed_port_prints_one_line(chat_run, capsys) -> None:
+    path, run = chat_run
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    code = main(["chat", str(path), "--model", "m", "--run", str(run), "--question", "Hi?", "--base-url", url])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "Traceback" not in captured.err + captured.out
+    assert captured.err.splitlines()[0].startswith(f"distill: error: cannot reach the model endpoint at {url}")
+    assert len(captured.err.splitlines()) <= 2  # the error and its hint
+
+
+def test_chat_prints_the_strict_validators_note_after_the_action(chat_run, fake_openai, capsys) -> None:
+    path, run = chat_run
+
+    def student(body: dict) -> str:
+        if body["messages"][-1]["content"].startswith("TOOL RESPONSE"):
+            return render_action("Final Answer", "BM25 ranks passages.")
+        return "Sure. " + render_action("Vector Search Tool", "BM25")  # prose outside: LangChain accepts it
+
+    fake_openai.chat_script = student
+    assert main(["chat", str(path), "--model", "m", "--run", str(run), "--question", "What is BM25?"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    action = next(i for i, line in enumerate(out) if line.startswith("> Action: Vector Search Tool"))
+    note = next(i for i, line in enumerate(out) if "(strict validator:" in line)
+    assert action < note < next(i for i, line in enumerate(out) if "Observation:" in line)
