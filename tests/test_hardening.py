@@ -19,11 +19,13 @@ import pytest
 
 from distill.cli import main
 from distill.config import load_config
+from distill.finetuning.finetune import finetune
 from distill.formats.langchain_actions import render_action
 from distill.generation.pipeline import generate
 from distill.tokens import PIECE_CHARS, count_example, count_text, encoding_for
 from tests.conftest import CORPUS
 from tests.fake_openai import FakeRequest, FakeResponse
+from tests.test_finetune import FAST, generated_run, run_dir, service  # noqa: F401 (fixtures)
 from tests.test_resume import Teacher, _config_file, _same_dataset
 
 TOOL_ONLY = {"tool": 1.0, "direct": 0.0, "multi_turn": 0.0}
@@ -242,3 +244,36 @@ def test_chat_prints_the_strict_validators_note_after_the_action(chat_run, fake_
     action = next(i for i, line in enumerate(out) if line.startswith("> Action: Vector Search Tool"))
     note = next(i for i, line in enumerate(out) if "(strict validator:" in line)
     assert action < note < next(i for i, line in enumerate(out) if "Observation:" in line)
+
+
+# -- 10. the smaller ones -------------------------------------------------------------------------------------------
+
+
+def test_finetune_estimate_of_a_run_whose_job_was_cancelled(run_dir, service, capsys) -> None:  # noqa: F811
+    finetune(run_dir, **FAST)
+    finetune(run_dir, cancel=True, **FAST)
+    lines: list[str] = []
+    finetune(run_dir, echo=lines.append, **FAST)
+    assert any(f"`distill finetune {run_dir} --new` starts another" in line for line in lines), lines
+    assert main(["finetune", str(run_dir), "--estimate"]) == 0  # an estimate does not fail for the job's status
+    assert "estimate for" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["finetune", "RUN", "--estimate", "--price-per-1m", "-3"],
+        ["finetune", "RUN", "--price-per-1m", "nan"],
+        ["report", "RUN", "--examples", "-1"],
+        ["estimate", "CFG", "--pilot", "0"],
+        ["validate", "FILE", "--max-lines", "-5"],
+        ["eval", "CFG", "--model", "m", "--concurrency", "0"],
+        ["chat", "CFG", "--model", "m", "--temperature", "-1"],
+    ],
+)
+def test_negative_numbers_are_refused_on_the_command_line(argv, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be at least" in err and "Traceback" not in err
