@@ -277,3 +277,24 @@ def test_negative_numbers_are_refused_on_the_command_line(argv, capsys) -> None:
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "must be at least" in err and "Traceback" not in err
+
+
+def test_a_direct_conversation_that_called_a_tool_does_not_meet_the_direct_quota(fake_openai, make_config,
+                                                                                tmp_path) -> None:
+    def teacher(body: dict) -> str:
+        if body.get("response_format"):
+            direct = "without any tool" in body["messages"][1]["content"]
+            return json.dumps({"questions": [f"{'Hello' if direct else 'Where is'} item {body['seed']}?"]})
+        if body["messages"][-1]["content"].startswith("TOOL RESPONSE"):
+            return render_action("Final Answer", "Found it in the documents.")
+        return render_action("Vector Search Tool", "item")  # every question, small talk too, gets a search
+
+    fake_openai.chat_script = teacher
+    config = make_config(teacher={"provider": "openai", "model": "gpt-4o", "max_retries": 0},
+                         generation={"conversations": 10, "seed": 1, "max_extra_conversations": 0,
+                                     "mix": {"tool": 0.5, "direct": 0.5, "multi_turn": 0.0}})
+    manifest = json.loads(generate(config, tmp_path / "run", progress=False).manifest.read_text())
+    direct = manifest["coverage"]["by_kind"]["direct"]
+    assert (direct["accepted"], direct["off_plan"], direct["met"]) == (0, 5, False)
+    assert manifest["coverage"]["by_kind"]["tool"]["accepted"] == 5
+    assert manifest["coverage"]["mix_met"] is False and manifest["top_up"]["mix_met"] is False
