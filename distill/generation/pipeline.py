@@ -60,19 +60,25 @@ def default_run_dir(config: Config) -> Path:
     return Path("outputs") / config.name
 
 
-def _progress(total: int, enabled: bool) -> Any:
+def _progress(total: int, enabled: bool, label: str = "conversations") -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="conversations", unit="conv", disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, desc=label, unit="conv", disable=not enabled, dynamic_ncols=True)
+
+
+def _bar_tally(tally: dict[str, int]) -> dict[str, int]:
+    """The bar's counts: `validated` passed the strict validator; export's token and dedup checks come after it."""
+    return {"validated": tally["accepted"], "rejected": tally["rejected"], "failed": tally["failed"]}
 
 
 async def _roll_all(
-    plans: list[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None
+    plans: list[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
+    label: str = "conversations",
 ) -> list[Trajectory]:
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
     results: list[Trajectory | None] = [None] * len(plans)
     tally = {"accepted": 0, "rejected": 0, "failed": 0}
-    bar = _progress(len(plans), progress)
+    bar = _progress(len(plans), progress, label)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(plans)):
         done = run.done(plans[i].id)  # finished before a resume
@@ -96,7 +102,7 @@ async def _roll_all(
             tally[trajectory.outcome] += 1
             bar.update(1)
             if bar.n % 25 == 0 or bar.n == len(plans) or run.metered:
-                bar.set_postfix(run.postfix(tally), refresh=False)
+                bar.set_postfix(run.postfix(_bar_tally(tally)), refresh=False)
 
     workers = max(1, min(len(plans), rollout.config.teacher.concurrency * 2))
     try:
@@ -115,9 +121,13 @@ async def _roll_and_top_up(
     from distill.generation.coverage import TopUp, top_up
 
     by_id = {c.id: c for c in chunks}
+    rounds = 0
 
-    async def roll(some: list[Plan]) -> list[Trajectory]:
-        return await _roll_all(some, by_id, rollout, progress, run)
+    async def roll(some: list[Plan]) -> list[Trajectory]:  # the first call rolls the plans, later ones top up
+        nonlocal rounds
+        rounds += 1
+        label = "conversations" if rounds == 1 else f"top-up {rounds - 1}"
+        return await _roll_all(some, by_id, rollout, progress, run, label)
 
     try:
         with _interrupts(run, rollout):
