@@ -108,7 +108,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     from distill.generation.estimate import estimate
 
     config = load_config(args.config)
-    print(estimate(config, args.out, pilot=args.pilot, progress=not args.no_progress).format())
+    print(estimate(config, args.out, pilot=args.pilot, progress=not args.no_progress, force=args.force).format())
     return 0
 
 
@@ -117,6 +117,7 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="the YAML config")
     p.add_argument("--pilot", type=_at_least(1, int), default=10, help="conversations in the pilot (default 10)")
     p.add_argument("--out", help="run folder (default: outputs/<name>/); the full run resumes after the pilot")
+    p.add_argument("--force", action="store_true", help="estimate into a run folder that holds a full run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_estimate)
 

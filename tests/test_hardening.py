@@ -312,3 +312,18 @@ def test_the_bars_say_what_they_count_and_the_top_up_has_its_own(fake_openai, ma
     err = capsys.readouterr().err
     assert "conversations: 100%" in err and "top-up 1: 100%" in err
     assert "validated=" in err and "accepted=" not in err  # counted before export's dedup: not called "accepted"
+
+
+def test_estimate_after_a_full_run_refuses_to_shrink_its_dataset(fake_openai, tmp_path, capsys) -> None:
+    fake_openai.route("POST", r"/v1/chat/completions", Teacher())
+    config_path, run = _config_file(tmp_path), tmp_path / "run"
+    generate(load_config(config_path), run, progress=False)
+    train = (run / "train.jsonl").read_bytes()
+    assert main(["estimate", str(config_path), "--pilot", "3", "--out", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} holds a full run (30 conversations" in err and "--force" in err
+    assert (run / "train.jsonl").read_bytes() == train  # untouched
+    assert main(["estimate", str(config_path), "--pilot", "3", "--out", str(run), "--no-progress", "--force"]) == 0
+    assert len((run / "train.jsonl").read_bytes()) < len(train)  # what --force was warned about
+    # and a pilot's run folder can be estimated again without --force
+    assert main(["estimate", str(config_path), "--pilot", "3", "--out", str(run), "--no-progress"]) == 0

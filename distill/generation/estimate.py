@@ -7,6 +7,10 @@ replays the pilot from the ledger for free. The projection scales what the pilot
 and tokens per conversation, whether paid now or replayed) to `generation.conversations`, prices it with the
 teacher's price, and times it by the binding limit: `teacher.concurrency` / mean latency, the requests-per-minute
 limit (configured, announced in headers, or learned from 429s) or the tokens-per-minute limit.
+
+A run folder that holds a finished full run is not estimated into: the pilot would replace its dataset files with
+the pilot's few examples. `force=True` (`--force`) does it anyway (the ledger keeps every answer, so a later
+`distill generate` rebuilds the full run without paying again).
 """
 
 from __future__ import annotations
@@ -82,11 +86,15 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def estimate(config: Config, out: str | Path | None = None, *, pilot: int = 10, progress: bool = True) -> Estimate:
+def estimate(
+    config: Config, out: str | Path | None = None, *, pilot: int = 10, progress: bool = True, force: bool = False
+) -> Estimate:
     """Run a pilot of `pilot` conversations in the run folder and project the full run."""
     from distill.generation.coverage import extra_budget
-    from distill.generation.pipeline import generate
+    from distill.generation.pipeline import default_run_dir, generate
 
+    if not force:
+        _refuse_full_run(Path(out) if out is not None else default_run_dir(config))
     size = max(1, min(pilot, config.generation.conversations))
     result = generate(config, out, progress=progress, fresh=True, pilot=size)
     manifest = json.loads(result.manifest.read_text(encoding="utf-8"))
@@ -133,6 +141,26 @@ def estimate(config: Config, out: str | Path | None = None, *, pilot: int = 10, 
         spent_usd=(usage.get("run_folder") or {}).get("usd") if priced else (0.0 if offline else None),
         limits=usage.get("limits", {}),
         notes=notes,
+    )
+
+
+def _refuse_full_run(run_dir: Path) -> None:
+    """Raise when `run_dir` holds a finished full run, whose dataset a pilot would replace."""
+    from distill.errors import DistillError
+
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(manifest, dict) or "pilot" in (manifest.get("top_up") or {}):
+        return
+    examples = manifest.get("examples") or {}
+    raise DistillError(
+        f"{run_dir} holds a full run ({(manifest.get('conversations') or {}).get('requested', '?')} conversations, "
+        f"{examples.get('train', '?')} train + {examples.get('validation', '?')} validation examples); "
+        "an estimate would replace its dataset with the pilot's",
+        hint="give the estimate another --out, or pass --force (the ledger keeps every answer: "
+        "`distill generate` rebuilds the full run for free)",
     )
 
 
