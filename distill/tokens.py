@@ -13,6 +13,7 @@ is counted, found over the limit and rejected as `over_token_limit` instead of c
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -54,10 +55,27 @@ def encoding_for(model: str) -> Any:
 
 
 def example_limit(model: str) -> int:
-    """The per-example training context of a fine-tuning model (longest matching prefix; 16,385 if unknown)."""
+    """The per-example training context of a fine-tuning model (longest matching prefix; 16,385 if unknown).
+
+    An unknown model is not refused (new models and other services fine-tune too), but the assumption is said once
+    per model as a warning that names the key that sets the real limit.
+    """
     base = model.removeprefix("ft:")
     best = max((p for p in _LIMITS if base.startswith(p)), key=len, default=None)
-    return _LIMITS[best] if best else 16_385
+    if best:
+        return _LIMITS[best]
+    _warn_unknown(model)
+    return 16_385
+
+
+@lru_cache(maxsize=64)
+def _warn_unknown(model: str) -> None:
+    logging.getLogger(__name__).warning(
+        "model %r is not in distill's table of per-example token limits (%s); assuming 16,385 tokens: set "
+        "export.max_example_tokens to its real limit",
+        model,
+        ", ".join(sorted(_LIMITS)),
+    )
 
 
 PIECE_CHARS = 100_000  # at most 100,000 tokens a piece: well inside bpe-openai's per-call limits

@@ -6,6 +6,7 @@ Each test is the issue's repro turned into an assertion of what the user should 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -327,3 +328,17 @@ def test_estimate_after_a_full_run_refuses_to_shrink_its_dataset(fake_openai, tm
     assert len((run / "train.jsonl").read_bytes()) < len(train)  # what --force was warned about
     # and a pilot's run folder can be estimated again without --force
     assert main(["estimate", str(config_path), "--pilot", "3", "--out", str(run), "--no-progress"]) == 0
+
+
+def test_an_unknown_model_says_which_token_limit_it_assumes(tmp_path, caplog, capsys) -> None:
+    path = tmp_path / "ok.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "hello"}]}) + "\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="distill.tokens"):
+        assert main(["validate", str(path), "--model", "my-new-model-2031"]) == 0
+    assert "'my-new-model-2031' is not in distill's table" in caplog.text
+    assert "assuming 16,385 tokens: set export.max_example_tokens" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="distill.tokens"):
+        assert main(["validate", str(path), "--model", "gpt-4o-mini-2024-07-18"]) == 0
+    assert caplog.text == ""
