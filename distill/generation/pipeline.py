@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from distill.agent.tools import ToolBox
 from distill.config import Config
@@ -28,6 +29,8 @@ from distill.teachers.base import Teacher
 from distill.trajectory import Plan, Trajectory
 
 __all__ = ["GenerateResult", "default_run_dir", "generate", "load_trajectories", "reexport"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -130,23 +133,19 @@ async def _roll_and_top_up(
         return await _roll_all(some, by_id, rollout, progress, run, label)
 
     try:
-        with _interrupts(run, rollout):
-            if pilot:  # distill estimate: a sample of the plans, no top-up
-                return TopUp(plans, await roll(plans), {"extra_conversations": 0, "pilot": len(plans)})
-            return await top_up(rollout.config, chunks, plans, await roll(plans), rollout.fmt, roll)
+        if pilot:  # distill estimate: a sample of the plans, no top-up
+            return TopUp(plans, await roll(plans), {"extra_conversations": 0, "pilot": len(plans)})
+        return await top_up(rollout.config, chunks, plans, await roll(plans), rollout.fmt, roll)
     finally:
         await rollout.teacher.aclose()
 
 
-def _interrupts(run: RunSession | None, rollout: Rollout) -> Any:
-    """The first Ctrl-C drains the requests in flight into the ledger, the second aborts (generation/interrupt.py)."""
-    from contextlib import nullcontext
-
+async def _draining(run: RunSession, rollout: Rollout, work: Awaitable[T]) -> T:
+    """`work`, during which the first Ctrl-C drains the requests in flight into the ledger (generation/interrupt.py)."""
     from distill.generation.interrupt import DrainOnInterrupt
 
-    if run is None:
-        return nullcontext()
-    return DrainOnInterrupt(run, rollout.teacher, rollout.config.teacher.timeout_s)
+    with DrainOnInterrupt(run, rollout.teacher, rollout.config.teacher.timeout_s):
+        return await work
 
 
 def generate(
@@ -183,7 +182,7 @@ def generate(
     run = RunSession.open(config, run_dir, plans, texts, teacher=teacher, fresh=fresh, from_ledger=from_ledger)
     rollout = Rollout(config=config, teacher=run.teacher, fmt=fmt, tools=ToolBox(config, index))
     todo = plans[:pilot] if pilot else plans
-    topped = asyncio.run(_roll_and_top_up(todo, chunks, rollout, progress, run, pilot=bool(pilot)))
+    topped = asyncio.run(_draining(run, rollout, _roll_and_top_up(todo, chunks, rollout, progress, run, pilot=bool(pilot))))
     plans, trajectories = topped.plans, topped.trajectories
     if topped.summary["extra_conversations"]:  # the extra plans continue the numbering
         write_jsonl(run_dir / "plans.jsonl", (p.model_dump() for p in plans))
