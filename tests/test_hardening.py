@@ -342,3 +342,30 @@ def test_an_unknown_model_says_which_token_limit_it_assumes(tmp_path, caplog, ca
     with caplog.at_level(logging.WARNING, logger="distill.tokens"):
         assert main(["validate", str(path), "--model", "gpt-4o-mini-2024-07-18"]) == 0
     assert caplog.text == ""
+
+
+def test_the_terminal_names_skipped_sources_says_what_it_is_reading_and_warns_of_no_validation(
+    make_config, tmp_path, caplog, capsys
+) -> None:
+    sources = tmp_path / "docs"
+    sources.mkdir()
+    (sources / "retrieval.md").write_text((CORPUS / "03-retrieval.md").read_text(encoding="utf-8"), encoding="utf-8")
+    (sources / "scan.pdf").write_bytes(b"not a pdf at all \x00\x01\x02")
+    config = make_config(sources=[{"path": str(sources)}], generation={"conversations": 4, "seed": 0, "mix": TOOL_ONLY})
+    with caplog.at_level(logging.WARNING):
+        result = generate(config, tmp_path / "run", progress=True)
+    assert result.examples["train"] > 0 and result.examples["validation"] == 0
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any(w.startswith("skipped source docs/scan.pdf: pdf unreadable") for w in warnings), warnings
+    assert any("validation.jsonl is empty" in w and "from 1 document(s)" in w for w in warnings), warnings
+    err = capsys.readouterr().err
+    assert err.index("reading the sources ...") < err.index("1 document(s), ") < err.index("conversations:")
+    assert "building the search index ..." in err
+
+
+def test_no_warning_when_no_validation_split_is_wanted(make_config, tmp_path, caplog) -> None:
+    config = make_config(sources=[{"path": str(CORPUS / "03-retrieval.md")}], export={"validation_fraction": 0.0},
+                         generation={"conversations": 4, "seed": 0, "mix": TOOL_ONLY})
+    with caplog.at_level(logging.WARNING):
+        generate(config, tmp_path / "run", progress=False)
+    assert "validation.jsonl is empty" not in caplog.text

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sys
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from distill.trajectory import Plan, Trajectory
 __all__ = ["GenerateResult", "default_run_dir", "generate", "load_trajectories", "reexport"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,6 +70,32 @@ def _progress(total: int, enabled: bool, label: str = "conversations") -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=label, unit="conv", disable=not enabled, dynamic_ncols=True)
+
+
+def _stage(progress: bool, line: str) -> None:
+    """A line on the terminal before a stage that can take a while (large sources), when progress is shown."""
+    if progress:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _name_skipped(skipped: list[Any], shown: int = 5) -> None:
+    """Warn about the sources that were skipped (all of them are listed in manifest.json)."""
+    for s in skipped[:shown]:
+        log.warning("skipped source %s: %s", s.path, s.reason)
+    if len(skipped) > shown:
+        log.warning("... and %d more skipped source(s), listed in manifest.json (skipped_sources)", len(skipped) - shown)
+
+
+def _warn_empty_validation(config: Config, trajectories: list[Trajectory], examples: dict[str, int]) -> None:
+    """Warn when validation.jsonl came out empty although export.validation_fraction asks for one."""
+    if config.export.validation_fraction <= 0 or examples["validation"] or not examples["train"]:
+        return
+    documents = len({t.doc_id for t in trajectories if t.outcome == "accepted"})
+    log.warning(
+        "validation.jsonl is empty: the split is by source document and the examples come from %d document(s); "
+        "add source documents, or set export.validation_fraction: 0 to say no validation split is wanted",
+        documents,
+    )
 
 
 def _bar_tally(tally: dict[str, int]) -> dict[str, int]:
@@ -167,11 +196,14 @@ def generate(
     run_dir = Path(out) if out is not None else default_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    _stage(progress, "reading the sources ...")
     documents, skipped = load_documents(config)
     chunks = chunk_documents(documents, config.chunking)
     if not chunks:
         named = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:5]) or "no files found"
         raise DistillError(f"no usable text in the sources: {named}", hint="check sources: in the config")
+    _name_skipped(skipped)
+    _stage(progress, f"{len(documents):,} document(s), {len(chunks):,} chunks; building the search index ...")
     index = ChunkIndex.build(chunks)
     index.save(run_dir / "index")
 
@@ -200,6 +232,7 @@ def generate(
         **sections,
     }
     exported = export_run(config, run_dir, trajectories, fmt, extra_manifest=extra)
+    _warn_empty_validation(config, trajectories, exported.counts["examples"])
     return GenerateResult._from(run_dir, exported)
 
 
