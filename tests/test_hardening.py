@@ -178,7 +178,7 @@ def test_an_unreachable_endpoint_stops_early_and_says_where(tmp_path, monkeypatc
     config_path = _config_file(tmp_path, teacher={"max_retries": 2, "backoff_s": 0.01})
     assert main(["generate", str(config_path), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert f"cannot reach the teacher endpoint at {url}" in err and "ConnectError" in err
+    assert f"cannot reach the endpoint at {url}" in err and "ConnectError" in err
     assert "OPENAI_BASE_URL" in err  # the hint names what to fix
     with sqlite3.connect(tmp_path / "run" / "ledger.sqlite") as db:  # stopped after a few attempts, not 30 failures
         assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] <= 4

@@ -21,7 +21,7 @@ while the request is in flight (never during a back-off wait). Outcomes:
   while requests kept failing, stop the run (`RunStopped`): every request afterwards raises it, in-flight requests
   finish and are stored, and the message says what the endpoint answered.
 - An endpoint that cannot be reached (a refused connection or an unknown host on `_UNREACHABLE_ATTEMPTS` attempts
-  in a row, before it ever answered) stops the run at once: "cannot reach the teacher endpoint at URL".
+  in a row, before it ever answered) stops the run at once: "cannot reach the endpoint at URL".
 - `stop(exc)` stops the engine from outside (the first Ctrl-C of `generate`): no request starts afterwards, back-off
   waits end at once, and the requests in flight (`in_flight`) finish and are stored.
 """
@@ -311,7 +311,7 @@ class Engine:
         if self._answered_once or self._unreached < _UNREACHABLE_ATTEMPTS:
             return None
         url = getattr(self._clients[0], "base_url", None) if self._clients else None
-        return (f"stopped: cannot reach the teacher endpoint at {url or 'the configured URL'} "
+        return (f"stopped: cannot reach the endpoint at {url or 'the configured URL'} "
                 f"({self._unreached} attempts in a row; {attempt.describe()})")
 
     def _breaker(self, attempt: _Attempt) -> str | None:
