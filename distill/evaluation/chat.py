@@ -150,9 +150,11 @@ def _ask(agent: Any, question: str, printer: Any, out: TextIO) -> bool:
     return True
 
 
-def _endpoint_error(exc: Exception, agent: Any) -> DistillError:
-    """One line for an endpoint that cannot be reached or refused the request (the CLI prints it)."""
+def _endpoint_error(exc: Exception, agent: Any) -> Exception:
+    """A DistillError (one line in the CLI) for an endpoint that cannot be reached or refused the request."""
     import openai
+
+    from distill.errors import DistillError
 
     llm = getattr(getattr(agent.agent, "llm_chain", None), "llm", None)
     url = getattr(llm, "openai_api_base", None) or "https://api.openai.com/v1"

@@ -146,6 +146,8 @@ def estimate(
 
 def _refuse_full_run(run_dir: Path) -> None:
     """Raise when `run_dir` holds a finished full run, whose dataset a pilot would replace."""
+    import json
+
     from distill.errors import DistillError
 
     try:
