@@ -7,19 +7,15 @@ Each subcommand is a `_add_<name>` function that registers its parser and handle
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from distill.errors import DistillError, RunStopped
-
-if TYPE_CHECKING:
-    from distill.generation.pipeline import GenerateResult
 
 __all__ = ["build_parser", "main"]
 
@@ -29,21 +25,19 @@ Handler = Callable[[argparse.Namespace], int]
 def _at_least(low: float, kind: type) -> Callable[[str], Any]:
     """An argparse type: a number of `kind` that is not below `low` (argparse prints the one-line error)."""
 
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    def number(text: str) -> Any:
+        value = kind(text)  # a ValueError: argparse says "invalid number value"
         if math.isnan(value) or value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text}")
         return value
 
-    return parse
+    return number
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from distill.config import load_config
     from distill.generation.pipeline import generate
+    from distill.generation.summary import nothing_exported
 
     config = load_config(args.config)
     try:
@@ -66,29 +60,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         f"{e['train']} train + {e['validation']} validation examples in {result.run_dir}/ "
         f"(train.jsonl, validation.jsonl, rejected.jsonl, manifest.json)"
     )
-    empty = _nothing_exported(result)
+    empty = nothing_exported(result)
     if empty:
         print(f"distill: error: {empty}", file=sys.stderr)
         return 1
     return 0
-
-
-def _nothing_exported(result: GenerateResult) -> str | None:
-    """Why a run exported no example (it then exits 1), or None."""
-    c, e = result.conversations, result.examples
-    if e["train"] + e["validation"]:
-        return None
-    manifest = json.loads(result.manifest.read_text(encoding="utf-8"))
-
-    def why(key: str) -> str:
-        return ", ".join(f"{reason} {n}" for reason, n in (manifest.get(key) or {}).items())
-
-    if c["requested"] and c["failed"] == c["requested"]:
-        parts = [f"all {c['failed']} conversations failed ({why('failures_by_reason')})"]
-    else:
-        parts = [f"{c['rejected']} conversation(s) rejected ({why('rejects_by_reason')})"] if c["rejected"] else []
-        parts += [f"{c['failed']} failed ({why('failures_by_reason')})"] if c["failed"] else []
-    return f"no example was exported: {', '.join(parts) or 'no conversation ran'}; see {result.run_dir}/rejected.jsonl"
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
