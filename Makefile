@@ -9,7 +9,10 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	# torch first, pinned: this version is a CPU build on this machine's disk; an unpinned torch (asked for by
+	# transformers/trl/peft) would pull a CUDA build of several GB
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test,train]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -42,7 +42,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
         result = generate(
-            config, args.out, progress=not args.no_progress, fresh=args.fresh, from_ledger=args.from_ledger
+            config, args.out, progress=not args.no_progress, fresh=args.fresh, from_ledger=args.from_ledger,
+            focus=args.focus, focus_budget=args.focus_budget,
         )
     except KeyboardInterrupt:
         out = f" --out {args.out}" if args.out else ""
@@ -76,6 +77,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--from-ledger", action="store_true", help="rebuild the run from its ledger only: zero teacher calls"
     )
+    p.add_argument("--focus", metavar="EVAL_REPORT",
+                   help="add conversations aimed at what the student failed in this eval report of the run")
+    p.add_argument("--focus-budget", type=int, metavar="N",
+                   help="at most N focused conversations (default: twice the failures, at least 10)")
     p.set_defaults(handler=_cmd_generate)
 
 
@@ -121,7 +126,8 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from distill.config import load_config
-    from distill.generation.pipeline import default_run_dir, reexport
+    from distill.generation.pipeline import reexport
+    from distill.run_folder import default_run_dir
 
     config = load_config(args.config)
     run_dir = Path(args.run) if args.run else default_run_dir(config)
@@ -202,7 +208,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from distill.publishing.publish import publish
 
     config = load_config(args.config) if args.config else None
-    result = publish(args.run, args.repo, private=args.private, dry_run=args.dry_run, config=config)
+    result = publish(args.run, args.repo, private=args.private, dry_run=args.dry_run, config=config,
+                     preferences=not args.no_preferences)
     rows = ", ".join(f"{n} {split}" for split, n in result.rows.items())
     if result.dry_run is not None:
         print(f"dry run: wrote {', '.join(result.files)} ({rows} rows) to {result.dry_run}/; nothing was pushed")
@@ -219,6 +226,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its own)")
     p.add_argument("--dry-run", metavar="DIR", help="write exactly what would be pushed to DIR; push nothing")
     p.add_argument("--config", help="a config whose publish: section (license, tags) to use (default: the run's)")
+    p.add_argument("--no-preferences", action="store_true", help="leave out the run's preference pairs (DPO config)")
     p.set_defaults(handler=_cmd_publish)
 
 
@@ -235,6 +243,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             cancel=args.cancel,
             new=args.new,
             estimate_only=args.estimate,
+            method=args.method,
+            beta=args.beta,
             base_url=args.base_url,
             price=args.price_per_1m,
             echo=lambda line: print(line, flush=True),
@@ -264,10 +274,48 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cancel", action="store_true", help="cancel the recorded job")
     p.add_argument("--new", action="store_true", help="start another job even though one is recorded")
     p.add_argument("--estimate", action="store_true", help="lint and show tokens and cost only; no key, no upload")
+    p.add_argument("--method", choices=["supervised", "dpo"],
+                   help="supervised (train.jsonl, default) or dpo (preferences.train.jsonl: export.preferences)")
+    p.add_argument("--beta", type=float, help="DPO beta (with --method dpo; default: the service's)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI)")
     p.add_argument("--price-per-1m", type=_at_least(0.0, float), metavar="USD",
                    help="training price per 1M tokens (default: table)")
     p.set_defaults(handler=_cmd_finetune)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from distill.training.train import train
+
+    try:
+        result = train(args.run, base=args.base, out=args.out, lora=not args.full, epochs=args.epochs, lr=args.lr,
+                       max_steps=args.max_steps, max_tokens=args.max_tokens, grad_accum=args.grad_accum,
+                       save_steps=args.save_steps, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("\ninterrupted; the same command resumes from the last checkpoint", file=sys.stderr)
+        return 130
+    f = result.figures
+    skipped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in f["data"]["skipped"].items() if n) or "none"
+    print(f"trained {f['data']['examples']} examples ({skipped} skipped) for {f['steps']} steps in {f['seconds']:.0f} s "
+          f"({f['tokens_per_second']} tokens/s), final loss {f['final_loss']}: {result.out_dir}/ (train.json)")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune an open model on a run's train.jsonl on this machine (transformers)")
+    p.add_argument("run", help="the run folder (its train.jsonl) or a .jsonl file")
+    p.add_argument("--base", required=True, help="the model: a local folder, a .gguf file or a Hub id")
+    p.add_argument("--out", help="model folder to write (default: RUN/student/)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--lora", action="store_true", help="train LoRA adapters, merged into the saved model (default)")
+    mode.add_argument("--full", action="store_true", help="train every weight")
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default 1)")
+    p.add_argument("--lr", type=float, help="learning rate (default 2e-4 with LoRA, 5e-5 full)")
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides --epochs)")
+    p.add_argument("--max-tokens", type=int, help="skip (and count) longer examples (default: the model's context)")
+    p.add_argument("--grad-accum", type=int, default=8, help="examples per optimizer step, micro-batch 1 (default 8)")
+    p.add_argument("--save-steps", type=int, default=25, help="checkpoint every N steps, and at the end (default 25)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_train)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -291,7 +339,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 _COMMANDS = [
     _add_generate, _add_validate, _add_export, _add_eval, _add_chat, _add_publish, _add_finetune, _add_report,
-    _add_estimate,
+    _add_estimate, _add_train,
 ]
 
 
@@ -326,6 +374,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # stdout closed early, e.g. `distill validate big.jsonl | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # the machine, not distill: a full disk, a read-only folder (run_folder names most)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"distill: error: cannot complete `distill {args.command}`:{where}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

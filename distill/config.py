@@ -15,18 +15,14 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
-from pydantic import (
-    Field,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from distill.errors import ConfigError
+from distill.judge_config import JudgeConfig  # re-exported: the judge section is part of the config
+from distill.registry import FORMATS, TEACHERS
 from distill.tool_config import (  # re-exported: the tool section is part of the config
     _FUNCTION_NAME,
     FINAL_ANSWER,
@@ -37,7 +33,6 @@ from distill.tool_config import (  # re-exported: the tool section is part of th
     ToolConfig,
     ToolExample,
     is_object_schema,
-    schema_problem,
 )
 from distill.tool_config import StrictModel as _Model
 
@@ -64,15 +59,15 @@ __all__ = [
     "is_object_schema",
     "load_config",
     "resolve_callable",
-    "schema_problem",
 ]
-
 
 
 class AgentConfig(_Model):
     """How the agent talks: its format, system prompt and step budget."""
 
-    format: Literal["langchain-chat", "openai-tools"] = "langchain-chat"
+    format: Annotated[str, AfterValidator(FORMATS.check)] = Field(
+        default="langchain-chat", description="langchain-chat, openai-tools, or one added with register_format"
+    )
     system_prompt: str | None = Field(
         default=None, description="null = LangChain's own PREFIX (langchain-chat) or distill's default (openai-tools)"
     )
@@ -90,8 +85,6 @@ class AgentConfig(_Model):
                 "contains { or }, which LangChain's prompt template would treat as variables; remove them"
             )
         return value
-
-
 
 
 class SourceConfig(_Model):
@@ -127,8 +120,8 @@ class PriceConfig(_Model):
 class TeacherConfig(_Model):
     """Which model plays the agent."""
 
-    provider: Literal["auto", "offline", "openai"] = Field(
-        default="auto", description="auto = openai when OPENAI_API_KEY is set, else offline"
+    provider: Annotated[str, AfterValidator(TEACHERS.check)] = Field(
+        default="auto", description="auto = openai when OPENAI_API_KEY is set, else offline; or register_teacher's"
     )
     model: str = "gpt-4o"
     base_url: str | None = Field(default=None, description="else OPENAI_BASE_URL, else OpenAI")
@@ -143,7 +136,7 @@ class TeacherConfig(_Model):
     breaker_s: float = Field(default=60.0, gt=0, description="stop resumably when nothing succeeded for this long")
     price: PriceConfig | None = Field(default=None, description="USD per 1M tokens; null = distill's table")
 
-    def resolved_provider(self) -> Literal["offline", "openai"]:
+    def resolved_provider(self) -> str:
         """The provider actually used: `auto` picks openai when OPENAI_API_KEY is set."""
         if self.provider == "auto":
             return "openai" if os.environ.get("OPENAI_API_KEY") else "offline"
@@ -181,6 +174,7 @@ class GenerationConfig(_Model):
     max_cost_usd: float | None = Field(
         default=None, gt=0, description="stop resumably before the next teacher request would pass this"
     )
+    step_retries: int = Field(default=2, ge=0, le=10, description="asks a failed step again, new seed")
 
 
 class DedupConfig(_Model):
@@ -202,6 +196,7 @@ class ExportConfig(_Model):
     model: str = "gpt-4o-mini-2024-07-18"
     max_example_tokens: int | None = Field(default=None, ge=1, description="default: the model's limit")
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    preferences: bool = Field(default=False, description="write preferences.*.jsonl (DPO pairs)")
 
 
 class PublishConfig(_Model):
@@ -230,6 +225,7 @@ class Config(_Model):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 
@@ -333,8 +329,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(str(file), None, f"YAML syntax error at {where}: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(str(file), None, "is not UTF-8 text") from None
-    config = config_from_dict(data, file=str(file), base_dir=file.resolve().parent)
-    return config
+    return config_from_dict(data, file=str(file), base_dir=file.resolve().parent)
 
 
 def resolve_source_path(config: Config, raw: str) -> Path:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from distill.schema import check_schema, schema_problem
 from distill.trajectory import FINAL_ANSWER
 
 __all__ = [
@@ -24,7 +25,6 @@ __all__ = [
     "ToolConfig",
     "ToolExample",
     "is_object_schema",
-    "schema_problem",
 ]
 
 _BAD_NAME_CHARS = re.compile(r"[\n\r:{}`,\"]")
@@ -76,26 +76,10 @@ def _check_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if _bare_null(value):
         raise ValueError('has a bare null in a "type": YAML reads null as nothing; quote it, e.g. [string, "null"]')
     try:
-        jsonschema.validators.validator_for(value).check_schema(value)
+        check_schema(value)
     except jsonschema.SchemaError as exc:
         raise ValueError(f"is not a valid JSON Schema: {exc.message}") from None
     return value
-
-
-_VALIDATORS: dict[int, Any] = {}
-
-
-def schema_problem(schema: dict[str, Any], value: Any) -> str | None:
-    """Why `value` fails the JSON Schema `schema` (the best-matching error), or None; validators are cached."""
-    import jsonschema
-
-    validator = _VALIDATORS.get(id(schema))
-    if validator is None or validator.schema is not schema:
-        cls = jsonschema.validators.validator_for(schema)
-        validator = _VALIDATORS[id(schema)] = cls(schema, format_checker=cls.FORMAT_CHECKER)
-    if validator.is_valid(value):
-        return None
-    return jsonschema.exceptions.best_match(validator.iter_errors(value)).message
 
 
 class _ToolBase(StrictModel):

@@ -104,7 +104,7 @@ def test_scripted_models_figures_equal_the_known_values(run, questions, fake_ope
     }
     keys = ["format_adherence", "tool_choice", "action_input", "completion", "tool_use", "answer_f1"]
     for model, figures in expected.items():
-        assert got[model]["metrics"] == dict(zip(keys, figures, strict=True)), model
+        assert {k: got[model]["metrics"][k] for k in keys} == dict(zip(keys, figures, strict=True)), model
         assert got[model]["format_adherence"] == figures[0]["rate"], model
     reasons = {m: got[m]["failures_by_reason"] for m in models}
     assert callable(distill.evaluate)  # still the API function once the evaluation module is imported
@@ -135,6 +135,27 @@ def test_scripted_models_figures_equal_the_known_values(run, questions, fake_ope
     md = (out / "report.md").read_text()
     assert "| format adherence (valid steps) | 100.0% (8/8) | 0.0% (0/4) |" in md
     assert "## truncated" in md and "`truncated`" in md
+
+
+def test_over_calling_is_seen_where_no_tool_was_needed(run, questions, fake_openai, tmp_path: Path) -> None:
+    """The questions file has three questions whose reference searched and one ("Hello there!") answered directly."""
+    config, run_dir = run
+
+    def judicious(body: dict[str, Any]) -> str:
+        if "Hello there!" in body["messages"][-1]["content"] or _is_tool_response(body):
+            return render_action("Final Answer", ANSWER)
+        return render_action(SEARCH, "BM25")
+
+    fake_openai.chat_script = lambda body: judicious(body) if body["model"] == "judicious" else _route(body)
+    report = distill.evaluate(config, ["judicious", "valid", "prose"], run=run_dir, questions=questions,
+                              out=tmp_path / "eval")
+    got = {m: report.to_dict()["models"][m]["metrics"] for m in ("judicious", "valid", "prose")}
+    # judicious answers the greeting at once; valid searches on every question; prose never gets a valid step
+    assert got["judicious"]["direct_answer"] == _m(1, 1) and got["judicious"]["over_calling"] == _m(0, 1)
+    assert got["valid"]["direct_answer"] == _m(0, 1) and got["valid"]["over_calling"] == _m(1, 1)
+    assert got["prose"]["direct_answer"] == _m(0, 1) and got["prose"]["over_calling"] == _m(0, 1)
+    assert got["judicious"]["tool_use"] == got["valid"]["tool_use"] == _m(3, 3)
+    assert "| over-calling (tool not needed) | 0.0% (0/1) | 100.0% (1/1) | 0.0% (0/1) |" in report.markdown()
 
 
 def test_held_out_questions_and_the_exact_runtime_messages(run, fake_openai, tmp_path: Path) -> None:

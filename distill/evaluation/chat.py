@@ -9,7 +9,6 @@ and observation as they happen, and notes any step the strict validator would re
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from distill.config import Config
-from distill.errors import DistillError
+from distill.endpoint import resolve_endpoint
 
 __all__ = ["build_agent", "chat", "make_chat_model"]
 
@@ -25,24 +24,15 @@ _OBSERVATION_CHARS = 400
 
 
 def make_chat_model(config: Config, model: str, base_url: str | None = None, *, temperature: float = 0.0) -> Any:
-    """ChatOpenAI for `model` at `base_url` (else OPENAI_BASE_URL, else OpenAI); the key only from OPENAI_API_KEY."""
+    """ChatOpenAI for `model` at `base_url` (else OPENAI_BASE_URL, else OpenAI; `distill.endpoint`)."""
     from langchain_openai import ChatOpenAI
     from pydantic import SecretStr
 
-    url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-    key = os.environ.get("OPENAI_API_KEY")
-    if not key:
-        if not url:
-            raise DistillError(
-                "no endpoint: OPENAI_API_KEY is not set and no --base-url was given",
-                hint="export OPENAI_API_KEY=... for OpenAI, or pass --base-url http://127.0.0.1:8080/v1 "
-                "for a local OpenAI-compatible server",
-            )
-        key = "unused"  # local OpenAI-compatible servers ignore the key
+    endpoint = resolve_endpoint(base_url, needed_by=f"model {model!r}")
     return ChatOpenAI(
         model=model,
-        base_url=url,
-        api_key=SecretStr(key),
+        base_url=endpoint.base_url,
+        api_key=SecretStr(endpoint.api_key),
         temperature=temperature,
         max_retries=config.teacher.max_retries,
         timeout=config.teacher.timeout_s,
@@ -52,9 +42,9 @@ def make_chat_model(config: Config, model: str, base_url: str | None = None, *, 
 def _printer(config: Config, out: TextIO) -> Any:
     from langchain_core.callbacks import BaseCallbackHandler
 
-    from distill.formats import get_format
+    from distill.formats.langchain_chat import LangChainChatFormat
 
-    fmt = get_format(config)
+    fmt = LangChainChatFormat(config)  # distill chat runs LangChain's agent only (build_agent checks the format)
 
     class ActionPrinter(BaseCallbackHandler):
         """Prints the agent's actions and the tools' observations like the walkthrough's notebook."""
@@ -106,7 +96,7 @@ def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> A
     from distill.agent.tools import ToolBox
     from distill.errors import DistillError
     from distill.generation.index import ChunkIndex
-    from distill.generation.pipeline import default_run_dir
+    from distill.run_folder import RunFolder, default_run_dir
 
     if config.agent.format != "langchain-chat":
         raise DistillError(
@@ -116,7 +106,7 @@ def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> A
 
     run_dir = Path(run) if run is not None else default_run_dir(config)
     needs_index = any(t.kind == "retriever" for t in config.tools)
-    toolbox = ToolBox(config, ChunkIndex.load(run_dir / "index") if needs_index else None)
+    toolbox = ToolBox(config, ChunkIndex.load(RunFolder(run_dir).index) if needs_index else None)
     tools = [Tool(name=t.name, description=t.description, func=_tool_fn(toolbox, t.name)) for t in config.tools]
     with warnings.catch_warnings():  # this agent is deprecated in LangChain, and it is the runtime being served
         warnings.simplefilter("ignore", LangChainDeprecationWarning)

@@ -7,20 +7,24 @@ langchain-chat one ```json block, valid JSON, exactly the two keys; for openai-t
 calls that are not truncated, filtered or parallel where that is not allowed), action_input validity (valid steps /
 structured steps with a valid tool choice: the action_input or the call arguments satisfy the tool; a non-empty final
 answer), completion (valid Final Answer within max_steps / questions), tool use (questions with a valid tool call /
-questions whose reference used a tool), answer token F1 vs the reference (mean over questions with a reference; no
+questions whose reference used a tool), direct answers (questions whose reference answered without a tool, answered
+by a valid Final Answer as the first step) and over-calling (the same questions on which the model made a valid tool
+call the reference did not make), answer token F1 vs the reference (mean over questions with a reference; no
 answer scores 0). Files: report.json, report.md,
 transcripts/<model>.jsonl and failures/<model>.jsonl (each failing question with its reason).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from distill.run_folder import REPORT_JSON, output_folder, write_json, write_jsonl, write_text
+from distill.trajectory import FINAL_ANSWER
 
 __all__ = ["EvalReport", "ModelResult", "Transcript", "TranscriptStep", "model_slug", "token_f1"]
 
@@ -108,6 +112,11 @@ class Transcript:
         return {**data, "failure": self.failure, "f1": self.f1}
 
 
+def _called_a_tool(t: Transcript) -> bool:
+    """True when some valid step of the transcript called a tool."""
+    return any(s.ok and s.action != FINAL_ANSWER for s in t.steps)
+
+
 def _rate(count: int, total: int) -> dict[str, Any]:
     return {"rate": round(count / total, 4) if total else None, "count": count, "total": total}
 
@@ -121,6 +130,7 @@ class ModelResult:
     seconds: float = 0.0
     completion_tokens: int = 0
     base_url: str | None = None
+    limits: dict[str, Any] | None = None  # the engine's rate limits in force and where they came from
 
     def metrics(self) -> dict[str, Any]:
         """Every metric as {rate, count, total} (answer_f1 as {mean, count, answered})."""
@@ -128,7 +138,10 @@ class ModelResult:
         structured = [s for s in steps if s.reason in _STRUCTURED]
         named = [s for s in structured if s.known_action]
         tool_questions = [t for t in self.transcripts if t.reference_used_tool]
-        used = [t for t in tool_questions if any(s.ok and s.action != "Final Answer" for s in t.steps)]
+        used = [t for t in tool_questions if _called_a_tool(t)]
+        direct_questions = [t for t in self.transcripts if t.reference_used_tool is False]
+        direct = [t for t in direct_questions if t.steps and t.steps[0].ok and t.steps[0].action == FINAL_ANSWER]
+        over = [t for t in direct_questions if _called_a_tool(t)]
         scored = [t for t in self.transcripts if t.reference is not None]
         answered = [t for t in scored if t.answer is not None]
         return {
@@ -137,6 +150,8 @@ class ModelResult:
             "action_input": _rate(sum(s.ok for s in named), len(named)),
             "completion": _rate(sum(t.answer is not None for t in self.transcripts), len(self.transcripts)),
             "tool_use": _rate(len(used), len(tool_questions)),
+            "direct_answer": _rate(len(direct), len(direct_questions)),
+            "over_calling": _rate(len(over), len(direct_questions)),
             "answer_f1": {
                 "mean": round(sum(t.f1 or 0.0 for t in scored) / len(scored), 4) if scored else None,
                 "count": len(scored),
@@ -158,6 +173,7 @@ class ModelResult:
             "metrics": metrics,
             "failures_by_reason": dict(Counter(t.failure for t in self.failures()).most_common()),
             "call_errors": dict(call_errors.most_common()),
+            "limits": self.limits,
             "timing": {
                 "seconds": round(self.seconds, 2),
                 "completion_tokens": self.completion_tokens,
@@ -176,6 +192,8 @@ _ROWS = [
     ("action_input valid", "action_input"),
     ("completion (Final Answer)", "completion"),
     ("tool use (reference used one)", "tool_use"),
+    ("direct answer (no tool needed)", "direct_answer"),
+    ("over-calling (tool not needed)", "over_calling"),
 ]
 
 
@@ -260,19 +278,16 @@ class EvalReport:
 
     def write(self, out_dir: Path) -> None:
         """Write report.json, report.md, transcripts/ and failures/ under out_dir."""
-        self.out_dir = out_dir
+        self.out_dir = output_folder(out_dir)
         for sub in ("transcripts", "failures"):
             (out_dir / sub).mkdir(parents=True, exist_ok=True)
             for stale in (out_dir / sub).glob("*.jsonl"):  # an earlier eval's models must not look like this one's
                 stale.unlink()
-        (out_dir / "report.json").write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n",
-                                             encoding="utf-8")
-        (out_dir / "report.md").write_text(self.markdown(), encoding="utf-8")
+        write_json(out_dir / REPORT_JSON, self.to_dict())
+        write_text(out_dir / "report.md", self.markdown())
         for name, result in self.models.items():
             for sub, items in (("transcripts", result.transcripts), ("failures", result.failures())):
-                with (out_dir / sub / f"{model_slug(name)}.jsonl").open("w", encoding="utf-8") as fh:
-                    for t in items:
-                        fh.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+                write_jsonl(out_dir / sub / f"{model_slug(name)}.jsonl", (t.to_dict() for t in items))
 
 
 def _top_failure(d: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distill.config import Config
+from distill.formats.base import Format
 from distill.generation.dedup import find_duplicates
 from distill.generation.questions import _counts, _eligible_tools
 from distill.generation.sources import Chunk
@@ -145,7 +146,7 @@ def summarize_coverage(config: Config, trajectories: Sequence[Trajectory]) -> di
     }
 
 
-def exportable_ids(config: Config, trajectories: Sequence[Trajectory], fmt: Any, cache: dict[str, int]) -> set[str]:
+def exportable_ids(config: Config, trajectories: Sequence[Trajectory], fmt: Format, cache: dict[str, int]) -> set[str]:
     """Ids of the conversations export would keep: accepted, within the token limit, not duplicates.
 
     `cache` keeps each conversation's largest example token count between calls (trajectories do not change).
@@ -235,7 +236,7 @@ async def top_up(
     chunks: Sequence[Chunk],
     plans: Sequence[Plan],
     trajectories: Sequence[Trajectory],
-    fmt: Any,
+    fmt: Format,
     roll: Callable[[list[Plan]], Awaitable[list[Trajectory]]],
 ) -> TopUp:
     """Roll out extra conversations for kinds short of their mix target, within the budget (see the module doc)."""

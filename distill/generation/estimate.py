@@ -15,13 +15,13 @@ the pilot's few examples. `force=True` (`--force`) does it anyway (the ledger ke
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distill.config import Config
+from distill.run_folder import read_manifest
 
 __all__ = ["Estimate", "estimate"]
 
@@ -97,7 +97,7 @@ def estimate(
         _refuse_full_run(Path(out) if out is not None else default_run_dir(config))
     size = max(1, min(pilot, config.generation.conversations))
     result = generate(config, out, progress=progress, fresh=True, pilot=size)
-    manifest = json.loads(result.manifest.read_text(encoding="utf-8"))
+    manifest = read_manifest(result.run_dir).as_dict()
     counts = result.conversations
     usage = manifest.get("teacher_usage") or {}
     consumed = (usage.get("this_invocation") or {}).get("consumed_by_stage", {})

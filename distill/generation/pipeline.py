@@ -1,6 +1,7 @@
-"""The `generate` pipeline: wires the stages and owns the run folder; no stage logic lives here.
+"""The `generate` pipeline: wires the stages into a run folder (its names and writes: distill/run_folder.py); no stage
+logic lives here.
 
-config -> sources/chunks -> BM25 index -> plans -> (questions + rollouts, concurrently) -> export. Each stage writes
+config -> sources/chunks -> BM25 index -> plans -> (questions + rollouts, concurrently) -> judge -> export. Each stage writes
 its artifact into the run folder: `index/` (with `chunks.jsonl`), `plans.jsonl`, `trajectories.jsonl`, then the dataset
 files and `manifest.json`.
 """
@@ -8,7 +9,6 @@ files and `manifest.json`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
@@ -21,19 +21,29 @@ from distill.agent.tools import ToolBox
 from distill.config import Config
 from distill.errors import DistillError, RunFolderError, RunStopped
 from distill.formats import get_format
-from distill.generation.export import ExportResult, export_run, write_jsonl
+from distill.generation.export import ExportResult, export_run
 from distill.generation.index import ChunkIndex
 from distill.generation.questions import plan_conversations
 from distill.generation.resume import RunSession
 from distill.generation.rollout import Rollout, run_conversation
 from distill.generation.sources import chunk_documents, load_documents
+from distill.run_folder import (
+    MANIFEST,
+    RunFolder,
+    default_run_dir,
+    load_trajectories,
+    output_folder,
+    read_manifest,
+    write_jsonl,
+)
 from distill.teachers.base import Teacher
 from distill.trajectory import Plan, Trajectory
 
-__all__ = ["GenerateResult", "default_run_dir", "generate", "load_trajectories", "reexport"]
+__all__ = ["GenerateResult", "default_run_dir", "generate", "load_trajectories", "reexport"]  # the last two: run_folder's
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,11 +69,6 @@ class GenerateResult:
             conversations=exported.counts["conversations"],
             examples=exported.counts["examples"],
         )
-
-
-def default_run_dir(config: Config) -> Path:
-    """outputs/<name>/ under the current directory."""
-    return Path("outputs") / config.name
 
 
 def _progress(total: int, enabled: bool, label: str = "conversations") -> Any:
@@ -108,12 +113,13 @@ async def _roll_all(
     label: str = "conversations",
 ) -> list[Trajectory]:
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
+    run.add_plans(plans)  # a top-up's extra plans are on disk before their conversations are
     results: list[Trajectory | None] = [None] * len(plans)
     tally = {"accepted": 0, "rejected": 0, "failed": 0}
     bar = _progress(len(plans), progress, label)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(plans)):
-        done = run.done(plans[i].id)  # finished before a resume
+        done = run.done(plans[i])  # finished before a resume, for this very plan
         if done is None:
             queue.put_nowait(i)
         else:
@@ -163,8 +169,11 @@ async def _roll_and_top_up(
 
     try:
         if pilot:  # distill estimate: a sample of the plans, no top-up
-            return TopUp(plans, await roll(plans), {"extra_conversations": 0, "pilot": len(plans)})
-        return await top_up(rollout.config, chunks, plans, await roll(plans), rollout.fmt, roll)
+            topped = TopUp(plans, await roll(plans), {"extra_conversations": 0, "pilot": len(plans)})
+        else:
+            topped = await top_up(rollout.config, chunks, plans, await roll(plans), rollout.fmt, roll)
+        await _judge(rollout, topped.trajectories, by_id, run)
+        return topped
     finally:
         await rollout.teacher.aclose()
 
@@ -177,6 +186,19 @@ async def _draining(run: RunSession, rollout: Rollout, work: Awaitable[T]) -> T:
         return await work
 
 
+async def _judge(rollout: Rollout, trajectories: list[Trajectory], chunks: dict[str, Any], run: RunSession | None) -> None:
+    """The judge stage (distill/generation/judge.py): verdicts stored on the records; export applies the thresholds."""
+    from distill.generation.judge import judge_all
+
+    try:
+        await judge_all(rollout.config, trajectories, {k: c.text for k, c in chunks.items()}, rollout.teacher)
+    except RunStopped as exc:  # budget or breaker: the unjudged conversations are judged on resume
+        if run is None:
+            raise
+        run.stop(exc)
+        run.check_stopped()
+
+
 def generate(
     config: Config,
     out: str | Path | None = None,
@@ -186,15 +208,19 @@ def generate(
     fresh: bool = False,
     from_ledger: bool = False,
     pilot: int | None = None,
+    focus: str | Path | None = None,
+    focus_budget: int | None = None,
 ) -> GenerateResult:
     """Run every stage for `config` and write the run folder (default `outputs/<name>/`).
 
     Resumes what the run folder holds (distill/resume.py) unless `fresh`; `from_ledger` answers every teacher
-    request from the run folder's ledger (zero calls); `pilot` runs only the first `pilot` plans (no top-up).
+    request from the run folder's ledger (zero calls); `pilot` runs only the first `pilot` plans (no top-up);
+    `focus` (an eval report of this run) adds conversations aimed at what the student failed
+    (distill/generation/focus.py), at most `focus_budget`, and keeps the validation split the eval held out.
     """
     started = time.perf_counter()
-    run_dir = Path(out) if out is not None else default_run_dir(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = output_folder(out if out is not None else default_run_dir(config))
+    folder = RunFolder(run_dir)
 
     _stage(progress, "reading the sources ...")
     documents, skipped = load_documents(config)
@@ -205,10 +231,12 @@ def generate(
     _name_skipped(skipped)
     _stage(progress, f"{len(documents):,} document(s), {len(chunks):,} chunks; building the search index ...")
     index = ChunkIndex.build(chunks)
-    index.save(run_dir / "index")
+    index.save(folder.index)
 
     plans = plan_conversations(config, chunks)
-    write_jsonl(run_dir / "plans.jsonl", (p.model_dump() for p in plans))
+    focused = _plan_focus(config, run_dir, chunks, plans, focus, focus_budget) if focus is not None else None
+    if focused is not None:
+        plans += focused.plans
     fmt = get_format(config)
     texts = [c.text for c in chunks]
     run = RunSession.open(config, run_dir, plans, texts, teacher=teacher, fresh=fresh, from_ledger=from_ledger)
@@ -217,7 +245,7 @@ def generate(
     topped = asyncio.run(_draining(run, rollout, _roll_and_top_up(todo, chunks, rollout, progress, run, pilot=bool(pilot))))
     plans, trajectories = topped.plans, topped.trajectories
     if topped.summary["extra_conversations"]:  # the extra plans continue the numbering
-        write_jsonl(run_dir / "plans.jsonl", (p.model_dump() for p in plans))
+        write_jsonl(folder.plans, (p.model_dump() for p in plans))
     sections = run.finish(trajectories)  # trajectories.jsonl in plan order; resume and teacher_usage sections
 
     elapsed = time.perf_counter() - started
@@ -231,30 +259,43 @@ def generate(
         "top_up": topped.summary,
         **sections,
     }
-    exported = export_run(config, run_dir, trajectories, fmt, extra_manifest=extra)
+    pinned = None
+    if focused is not None:
+        extra["focus"] = focused.summary
+        pinned = set(focused.summary["validation_documents"])
+    exported = export_run(config, run_dir, trajectories, fmt, extra_manifest=extra, validation_documents=pinned)
     _warn_empty_validation(config, trajectories, exported.counts["examples"])
     return GenerateResult._from(run_dir, exported)
 
 
-def load_trajectories(run_dir: Path) -> list[Trajectory]:
-    """The rollout stage's artifact of a run folder."""
-    path = run_dir / "trajectories.jsonl"
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} has no trajectories.jsonl", hint="run `distill generate CONFIG` first")
-    with path.open(encoding="utf-8") as fh:
-        return [Trajectory.model_validate_json(line) for line in fh if line.strip()]
+def _plan_focus(config: Config, run_dir: Path, chunks: list[Any], plans: list[Plan], report: str | Path,
+                budget: int | None) -> Any:
+    """The focused plans for `generate --focus`: read from the run's finished trajectories and split."""
+    from distill.generation.focus import FocusError, plan_focus
+
+    if not RunFolder(run_dir).manifest.is_file():
+        raise FocusError(f"{run_dir} has no {MANIFEST}: --focus needs the run the eval report was made on",
+                         hint="generate and evaluate the run first, then `distill generate CONFIG --focus REPORT`")
+    held_out = read_manifest(run_dir).split.validation_documents
+    focused = plan_focus(config, chunks, plans, load_trajectories(run_dir), report, validation_documents=held_out,
+                         budget=budget)
+    focused.summary["validation_documents"] = sorted(held_out)
+    return focused
 
 
 def reexport(config: Config, run_dir: Path) -> GenerateResult:
     """Rebuild the dataset files of a run from its trajectories, with zero teacher calls."""
     trajectories = load_trajectories(run_dir)
-    for t in trajectories:  # export-stage verdicts are recomputed from scratch
-        if t.stage == "export":
+    for t in trajectories:  # export-stage verdicts (and judge thresholds) are recomputed from scratch
+        if t.stage == "export" or (t.stage == "judge" and t.outcome == "rejected"):
             t.outcome, t.stage, t.reason, t.detail, t.raw = "accepted", None, None, None, None
-    previous = run_dir / "manifest.json"
     extra = {}
-    if previous.is_file():
-        old = json.loads(previous.read_text(encoding="utf-8"))
+    if RunFolder(run_dir).manifest.is_file():
+        try:
+            old = read_manifest(run_dir).as_dict()
+        except RunFolderError as exc:  # export rewrites it: what only the old one knew is lost, and said so
+            log.warning("%s; its sources, timing, top-up and cost sections are not carried over", exc.message)
+            old = {}
         kept = ("sources", "skipped_sources", "timing", "top_up", "resume", "teacher_usage")
         extra = {k: old[k] for k in kept if k in old}
     exported = export_run(config, run_dir, trajectories, get_format(config), extra_manifest=extra)

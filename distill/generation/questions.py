@@ -13,6 +13,7 @@ from string import Template
 from typing import Any
 
 from distill.config import Config, RetrieverTool
+from distill.errors import Rejection
 from distill.generation.sources import Chunk
 from distill.teachers.base import TeacherReply, TeacherRequest
 from distill.templates import template
@@ -47,13 +48,8 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-class QuestionError(Exception):
+class QuestionError(Rejection):
     """The teacher's questions could not be used; `reason` is machine-readable."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 def _counts(total: int, shares: dict[str, float]) -> dict[str, int]:

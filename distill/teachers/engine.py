@@ -19,7 +19,8 @@ while the request is in flight (never during a back-off wait). Outcomes:
 - other 4xx: no retry. Failures after the retries are stored in the ledger and raised as `TeacherCallError(reason)`.
 - Circuit breaker: 401 / 403 / 404 (the key or the endpoint is wrong), or no success for `teacher.breaker_s` seconds
   while requests kept failing, stop the run (`RunStopped`): every request afterwards raises it, in-flight requests
-  finish and are stored, and the message says what the endpoint answered.
+  finish and are stored, and the message says what the endpoint answered. With `stop_on_refusal=False` (`distill
+  eval`: a student the endpoint does not serve is a finding, not a reason to stop) a 401 / 403 / 404 is a failed call.
 - An endpoint that cannot be reached (a refused connection or an unknown host on `_UNREACHABLE_ATTEMPTS` attempts
   in a row, before it ever answered) stops the run at once: "cannot reach the endpoint at URL".
 - `stop(exc)` stops the engine from outside (the first Ctrl-C of `generate`): no request starts afterwards, back-off
@@ -127,8 +128,10 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: random.Random | None = None,
+        stop_on_refusal: bool = True,
     ) -> None:
         self.config, self.model = config, model
+        self.stop_on_refusal = stop_on_refusal
         self.ledger, self.meter = ledger, meter
         self.limiter = RateLimiter(config.rpm, config.tpm, clock=clock, sleep=sleep)
         self.stopped: RunStopped | None = None
@@ -298,7 +301,7 @@ class Engine:
     def _fatal(self, attempt: _Attempt) -> str | None:
         """A message when the answer means no request can succeed (bad key, wrong endpoint, no quota left)."""
         status = attempt.status
-        if status in _FATAL:
+        if status in _FATAL and self.stop_on_refusal:
             return f"stopped: the teacher endpoint answered {attempt.describe()} ({_FATAL[status]})"
         if status == 429 and "insufficient_quota" in (attempt.text or ""):
             return f"stopped: the teacher endpoint answered {attempt.describe()} (the account has no quota left)"
