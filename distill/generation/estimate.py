@@ -146,13 +146,11 @@ def estimate(
 
 def _refuse_full_run(run_dir: Path) -> None:
     """Raise when `run_dir` holds a finished full run, whose dataset a pilot would replace."""
-    import json
-
-    from distill.errors import DistillError
+    from distill.errors import DistillError, RunFolderError
 
     try:
-        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = read_manifest(run_dir).as_dict()
+    except RunFolderError:  # no manifest (a new folder), or one that is not a finished run's
         return
     if not isinstance(manifest, dict) or "pilot" in (manifest.get("top_up") or {}):
         return
