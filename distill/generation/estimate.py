@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import Config
-from distill.run_folder import read_manifest
+from distill.run_folder import default_run_dir, read_manifest
 
 __all__ = ["Estimate", "estimate"]
 
@@ -91,7 +91,7 @@ def estimate(
 ) -> Estimate:
     """Run a pilot of `pilot` conversations in the run folder and project the full run."""
     from distill.generation.coverage import extra_budget
-    from distill.generation.pipeline import default_run_dir, generate
+    from distill.generation.pipeline import generate
 
     if not force:
         _refuse_full_run(Path(out) if out is not None else default_run_dir(config))
