@@ -8,21 +8,36 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from distill.errors import DistillError
+from distill.errors import DistillError, RunStopped
 
 __all__ = ["build_parser", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _at_least(low: float, kind: type) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` that is not below `low` (argparse prints the one-line error)."""
+
+    def number(text: str) -> Any:
+        value = kind(text)  # a ValueError: argparse says "invalid number value"
+        if math.isnan(value) or value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text}")
+        return value
+
+    return number
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from distill.config import load_config
     from distill.generation.pipeline import generate
+    from distill.generation.summary import nothing_exported
 
     config = load_config(args.config)
     try:
@@ -35,12 +50,21 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"\ninterrupted; finished conversations and paid answers are kept: `distill generate {args.config}{out}`"
               " resumes", file=sys.stderr)
         return 130
+    except RunStopped as exc:
+        if exc.reason != "interrupted":  # a first Ctrl-C that drained the requests in flight (generation/interrupt.py)
+            raise
+        print(f"distill: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
+        return 130
     c, e = result.conversations, result.examples
     print(
         f"{c['accepted']}/{c['requested']} conversations accepted ({c['rejected']} rejected, {c['failed']} failed): "
         f"{e['train']} train + {e['validation']} validation examples in {result.run_dir}/ "
         f"(train.jsonl, validation.jsonl, rejected.jsonl, manifest.json)"
     )
+    empty = nothing_exported(result)
+    if empty:
+        print(f"distill: error: {empty}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -65,15 +89,16 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     from distill.generation.estimate import estimate
 
     config = load_config(args.config)
-    print(estimate(config, args.out, pilot=args.pilot, progress=not args.no_progress).format())
+    print(estimate(config, args.out, pilot=args.pilot, progress=not args.no_progress, force=args.force).format())
     return 0
 
 
 def _add_estimate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("estimate", help="run a small pilot and project tokens, dollars, acceptance and time")
     p.add_argument("config", help="the YAML config")
-    p.add_argument("--pilot", type=int, default=10, help="conversations in the pilot (default 10)")
+    p.add_argument("--pilot", type=_at_least(1, int), default=10, help="conversations in the pilot (default 10)")
     p.add_argument("--out", help="run folder (default: outputs/<name>/); the full run resumes after the pilot")
+    p.add_argument("--force", action="store_true", help="estimate into a run folder that holds a full run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_estimate)
 
@@ -95,7 +120,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="an OpenAI chat fine-tuning .jsonl file")
     p.add_argument("--config", help="the agent's config: its tools, schemas and max_steps are checked too")
     p.add_argument("--model", help="fine-tuning target for token limits (default: the config's, else gpt-4o-mini)")
-    p.add_argument("--max-lines", type=int, default=50, help="problems to print (default 50)")
+    p.add_argument("--max-lines", type=_at_least(0, int), default=50, help="problems to print (default 50)")
     p.set_defaults(handler=_cmd_validate)
 
 
@@ -146,14 +171,14 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="model id, or MODEL@URL for a model on its own endpoint; repeat to compare models")
     p.add_argument("--run", help="run folder: index, validation split (default: outputs/<name>/)")
     p.add_argument("--questions", help="questions file (.jsonl with question/reference/used_tool, or one a line)")
-    p.add_argument("--n", type=int, default=100, help="questions to use, the first N (default 100; 0: all)")
+    p.add_argument("--n", type=_at_least(0, int), default=100, help="questions to use, the first N (default 100; 0: all)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI)")
     p.add_argument("--out", help="report folder (default: RUN/eval/)")
-    p.add_argument("--few-shot", type=int, default=0, metavar="K",
+    p.add_argument("--few-shot", type=_at_least(0, int), default=0, metavar="K",
                    help="insert K demonstrations from the run's train.jsonl after the system message (default 0)")
-    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0)")
-    p.add_argument("--max-tokens", type=int, default=512, help="per answer; hitting it is `truncated` (default 512)")
-    p.add_argument("--concurrency", type=int, default=4, help="questions in flight per model (default 4)")
+    p.add_argument("--temperature", type=_at_least(0.0, float), default=0.0, help="sampling temperature (default 0)")
+    p.add_argument("--max-tokens", type=_at_least(1, int), default=512, help="per answer; hitting it is `truncated` (default 512)")
+    p.add_argument("--concurrency", type=_at_least(1, int), default=4, help="questions in flight per model (default 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_eval)
 
@@ -174,7 +199,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--question", help="ask one question and exit (default: interactive)")
     p.add_argument("--run", help="run folder whose index the retriever searches (default: outputs/<name>/)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI)")
-    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0)")
+    p.add_argument("--temperature", type=_at_least(0.0, float), default=0.0, help="sampling temperature (default 0)")
     p.set_defaults(handler=_cmd_chat)
 
 
@@ -231,7 +256,12 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    return 0 if result.status != "cancelled" or args.cancel else 1
+    if args.estimate:  # an estimate succeeds whatever the recorded job's status
+        return 0
+    if result.status == "cancelled" and not args.cancel:
+        print(f"distill: the recorded job {result.job_id} was cancelled", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
@@ -239,7 +269,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="the run folder; the job is recorded in RUN/finetune.json")
     p.add_argument("--model", help="base model to fine-tune (default: the run's export.model)")
     p.add_argument("--suffix", help="up to 64 characters added to the fine-tuned model's name")
-    p.add_argument("--epochs", type=int, help="training epochs (default: the service's; estimated by its rule)")
+    p.add_argument("--epochs", type=_at_least(1, int), help="training epochs (default: the service's; estimated by its rule)")
     p.add_argument("--wait", action="store_true", help="stream the job's events until it ends (Ctrl-C stops watching)")
     p.add_argument("--cancel", action="store_true", help="cancel the recorded job")
     p.add_argument("--new", action="store_true", help="start another job even though one is recorded")
@@ -248,7 +278,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
                    help="supervised (train.jsonl, default) or dpo (preferences.train.jsonl: export.preferences)")
     p.add_argument("--beta", type=float, help="DPO beta (with --method dpo; default: the service's)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI)")
-    p.add_argument("--price-per-1m", type=float, metavar="USD", help="training price per 1M tokens (default: table)")
+    p.add_argument("--price-per-1m", type=_at_least(0.0, float), metavar="USD",
+                   help="training price per 1M tokens (default: table)")
     p.set_defaults(handler=_cmd_finetune)
 
 
@@ -302,7 +333,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write RUN/report.html (charts, examples; self-contained) and RUN/report.json")
     p.add_argument("run", help="the run folder (manifest.json, trajectories.jsonl, rejected.jsonl, train/validation)")
-    p.add_argument("--examples", type=int, default=3, help="accepted and rejected conversations to show (default 3)")
+    p.add_argument("--examples", type=_at_least(0, int), default=3, help="accepted and rejected conversations to show (default 3)")
     p.set_defaults(handler=_cmd_report)
 
 

@@ -48,15 +48,22 @@ def _printer(config: Config, out: TextIO) -> Any:
     class ActionPrinter(BaseCallbackHandler):
         """Prints the agent's actions and the tools' observations like the walkthrough's notebook."""
 
+        note: str | None = None  # the strict validator's note on the last answer, printed after what it refers to
+
         def on_llm_end(self, response: Any, **kwargs: Any) -> None:
             generation = response.generations[0][0]
             info = getattr(generation, "generation_info", None) or {}
             verdict = fmt.check(generation.text, info.get("finish_reason"))
-            if not verdict.ok:
-                print(f"  (strict validator: {verdict.reason}: {verdict.detail})", file=out)
+            self.note = None if verdict.ok else f"  (strict validator: {verdict.reason}: {verdict.detail})"
+
+        def flush_note(self) -> None:
+            if self.note:
+                print(self.note, file=out)
+            self.note = None
 
         def on_agent_action(self, action: Any, **kwargs: Any) -> None:
             print(f"> Action: {action.tool}\n  Action Input: {action.tool_input}", file=out)
+            self.flush_note()
 
         def on_tool_end(self, output: Any, **kwargs: Any) -> None:
             text = str(getattr(output, "content", output))
@@ -65,6 +72,7 @@ def _printer(config: Config, out: TextIO) -> Any:
 
         def on_agent_finish(self, finish: Any, **kwargs: Any) -> None:
             print(f"> Final Answer: {finish.return_values.get('output')}", file=out)
+            self.flush_note()
 
     return ActionPrinter()
 
@@ -108,15 +116,35 @@ def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> A
 
 
 def _ask(agent: Any, question: str, printer: Any, out: TextIO) -> bool:
+    import openai
     from langchain_core.exceptions import OutputParserException
 
     try:
         agent.invoke({"input": question}, config={"callbacks": [printer]})
     except (OutputParserException, ValueError) as exc:  # LangChain raises when even its lenient parser gives up
+        printer.flush_note()
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"! the model's answer is not an agent action: {first[:300]}", file=out)
         return False
+    except openai.APIError as exc:  # inside the agent: the endpoint is down, or refuses the key or the model
+        raise _endpoint_error(exc, agent) from None
     return True
+
+
+def _endpoint_error(exc: Exception, agent: Any) -> Exception:
+    """A DistillError (one line in the CLI) for an endpoint that cannot be reached or refused the request."""
+    import openai
+
+    from distill.errors import DistillError
+
+    llm = getattr(getattr(agent.agent, "llm_chain", None), "llm", None)
+    url = getattr(llm, "openai_api_base", None) or "https://api.openai.com/v1"
+    hint = "check --base-url (or OPENAI_BASE_URL), that the server is up, the model id and OPENAI_API_KEY"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return DistillError(f"cannot reach the model endpoint at {url}: {type(cause).__name__}: {cause}", hint=hint)
+    status = getattr(exc, "status_code", None)
+    return DistillError(f"the model endpoint at {url} answered HTTP {status}: {str(exc)[:300]}", hint=hint)
 
 
 def chat(

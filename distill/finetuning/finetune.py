@@ -200,7 +200,7 @@ def finetune(
         requested_url = requested_url or ledger.get("base_url")
     if cancel and not reattach:
         raise FinetuneError(
-            f"{ledger_path} records no job to cancel", hint="start one with `distill finetune RUN`"
+            f"{ledger_path} records no job to cancel", hint=f"start one with `distill finetune {run_dir}`"
         )
     client = client or make_client(requested_url, max_retries, timeout_s)
     service = public_url(str(getattr(client, "base_url", requested_url or OPENAI_BASE_URL)))
@@ -256,7 +256,7 @@ def finetune(
     if result.status == "succeeded":
         say(f"job {job['id']} succeeded: fine-tuned model {job['fine_tuned_model']}")
     elif result.status == "cancelled":
-        say(f"job {job['id']} was cancelled; `distill finetune RUN --new` starts another")
+        say(f"job {job['id']} was cancelled; `distill finetune {run_dir} --new` starts another")
     elif not wait:
         say(f"job {job['id']} is {result.status}; `distill finetune {run_dir} --wait` watches it")
     return result

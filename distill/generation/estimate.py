@@ -7,6 +7,10 @@ replays the pilot from the ledger for free. The projection scales what the pilot
 and tokens per conversation, whether paid now or replayed) to `generation.conversations`, prices it with the
 teacher's price, and times it by the binding limit: `teacher.concurrency` / mean latency, the requests-per-minute
 limit (configured, announced in headers, or learned from 429s) or the tokens-per-minute limit.
+
+A run folder that holds a finished full run is not estimated into: the pilot would replace its dataset files with
+the pilot's few examples. `force=True` (`--force`) does it anyway (the ledger keeps every answer, so a later
+`distill generate` rebuilds the full run without paying again).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import Config
-from distill.run_folder import read_manifest
+from distill.run_folder import default_run_dir, read_manifest
 
 __all__ = ["Estimate", "estimate"]
 
@@ -82,11 +86,15 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def estimate(config: Config, out: str | Path | None = None, *, pilot: int = 10, progress: bool = True) -> Estimate:
+def estimate(
+    config: Config, out: str | Path | None = None, *, pilot: int = 10, progress: bool = True, force: bool = False
+) -> Estimate:
     """Run a pilot of `pilot` conversations in the run folder and project the full run."""
     from distill.generation.coverage import extra_budget
     from distill.generation.pipeline import generate
 
+    if not force:
+        _refuse_full_run(Path(out) if out is not None else default_run_dir(config))
     size = max(1, min(pilot, config.generation.conversations))
     result = generate(config, out, progress=progress, fresh=True, pilot=size)
     manifest = read_manifest(result.run_dir).as_dict()
@@ -133,6 +141,26 @@ def estimate(config: Config, out: str | Path | None = None, *, pilot: int = 10, 
         spent_usd=(usage.get("run_folder") or {}).get("usd") if priced else (0.0 if offline else None),
         limits=usage.get("limits", {}),
         notes=notes,
+    )
+
+
+def _refuse_full_run(run_dir: Path) -> None:
+    """Raise when `run_dir` holds a finished full run, whose dataset a pilot would replace."""
+    from distill.errors import DistillError, RunFolderError
+
+    try:
+        manifest = read_manifest(run_dir).as_dict()
+    except RunFolderError:  # no manifest (a new folder), or one that is not a finished run's
+        return
+    if not isinstance(manifest, dict) or "pilot" in (manifest.get("top_up") or {}):
+        return
+    examples = manifest.get("examples") or {}
+    raise DistillError(
+        f"{run_dir} holds a full run ({(manifest.get('conversations') or {}).get('requested', '?')} conversations, "
+        f"{examples.get('train', '?')} train + {examples.get('validation', '?')} validation examples); "
+        "an estimate would replace its dataset with the pilot's",
+        hint="give the estimate another --out, or pass --force (the ledger keeps every answer: "
+        "`distill generate` rebuilds the full run for free)",
     )
 
 

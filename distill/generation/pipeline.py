@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from distill.agent.tools import ToolBox
 from distill.config import Config
@@ -41,6 +43,8 @@ __all__ = ["GenerateResult", "default_run_dir", "generate", "load_trajectories",
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 @dataclass
 class GenerateResult:
@@ -67,20 +71,52 @@ class GenerateResult:
         )
 
 
-def _progress(total: int, enabled: bool) -> Any:
+def _progress(total: int, enabled: bool, label: str = "conversations") -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="conversations", unit="conv", disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, desc=label, unit="conv", disable=not enabled, dynamic_ncols=True)
+
+
+def _stage(progress: bool, line: str) -> None:
+    """A line on the terminal before a stage that can take a while (large sources), when progress is shown."""
+    if progress:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _name_skipped(skipped: list[Any], shown: int = 5) -> None:
+    """Warn about the sources that were skipped (all of them are listed in manifest.json)."""
+    for s in skipped[:shown]:
+        log.warning("skipped source %s: %s", s.path, s.reason)
+    if len(skipped) > shown:
+        log.warning("... and %d more skipped source(s), listed in manifest.json (skipped_sources)", len(skipped) - shown)
+
+
+def _warn_empty_validation(config: Config, trajectories: list[Trajectory], examples: dict[str, int]) -> None:
+    """Warn when validation.jsonl came out empty although export.validation_fraction asks for one."""
+    if config.export.validation_fraction <= 0 or examples["validation"] or not examples["train"]:
+        return
+    documents = len({t.doc_id for t in trajectories if t.outcome == "accepted"})
+    log.warning(
+        "validation.jsonl is empty: the split is by source document and the examples come from %d document(s); "
+        "add source documents, or set export.validation_fraction: 0 to say no validation split is wanted",
+        documents,
+    )
+
+
+def _bar_tally(tally: dict[str, int]) -> dict[str, int]:
+    """The bar's counts: `validated` passed the strict validator; export's token and dedup checks come after it."""
+    return {"validated": tally["accepted"], "rejected": tally["rejected"], "failed": tally["failed"]}
 
 
 async def _roll_all(
-    plans: list[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None
+    plans: list[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
+    label: str = "conversations",
 ) -> list[Trajectory]:
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
     run.add_plans(plans)  # a top-up's extra plans are on disk before their conversations are
     results: list[Trajectory | None] = [None] * len(plans)
     tally = {"accepted": 0, "rejected": 0, "failed": 0}
-    bar = _progress(len(plans), progress)
+    bar = _progress(len(plans), progress, label)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(plans)):
         done = run.done(plans[i])  # finished before a resume, for this very plan
@@ -104,7 +140,7 @@ async def _roll_all(
             tally[trajectory.outcome] += 1
             bar.update(1)
             if bar.n % 25 == 0 or bar.n == len(plans) or run.metered:
-                bar.set_postfix(run.postfix(tally), refresh=False)
+                bar.set_postfix(run.postfix(_bar_tally(tally)), refresh=False)
 
     workers = max(1, min(len(plans), rollout.config.teacher.concurrency * 2))
     try:
@@ -123,9 +159,13 @@ async def _roll_and_top_up(
     from distill.generation.coverage import TopUp, top_up
 
     by_id = {c.id: c for c in chunks}
+    rounds = 0
 
-    async def roll(some: list[Plan]) -> list[Trajectory]:
-        return await _roll_all(some, by_id, rollout, progress, run)
+    async def roll(some: list[Plan]) -> list[Trajectory]:  # the first call rolls the plans, later ones top up
+        nonlocal rounds
+        rounds += 1
+        label = "conversations" if rounds == 1 else f"top-up {rounds - 1}"
+        return await _roll_all(some, by_id, rollout, progress, run, label)
 
     try:
         if pilot:  # distill estimate: a sample of the plans, no top-up
@@ -136,6 +176,14 @@ async def _roll_and_top_up(
         return topped
     finally:
         await rollout.teacher.aclose()
+
+
+async def _draining(run: RunSession, rollout: Rollout, work: Awaitable[T]) -> T:
+    """`work`, during which the first Ctrl-C drains the requests in flight into the ledger (generation/interrupt.py)."""
+    from distill.generation.interrupt import DrainOnInterrupt
+
+    with DrainOnInterrupt(run, rollout.teacher, rollout.config.teacher.timeout_s):
+        return await work
 
 
 async def _judge(rollout: Rollout, trajectories: list[Trajectory], chunks: dict[str, Any], run: RunSession | None) -> None:
@@ -174,11 +222,14 @@ def generate(
     run_dir = output_folder(out if out is not None else default_run_dir(config))
     folder = RunFolder(run_dir)
 
+    _stage(progress, "reading the sources ...")
     documents, skipped = load_documents(config)
     chunks = chunk_documents(documents, config.chunking)
     if not chunks:
         named = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:5]) or "no files found"
         raise DistillError(f"no usable text in the sources: {named}", hint="check sources: in the config")
+    _name_skipped(skipped)
+    _stage(progress, f"{len(documents):,} document(s), {len(chunks):,} chunks; building the search index ...")
     index = ChunkIndex.build(chunks)
     index.save(folder.index)
 
@@ -191,7 +242,7 @@ def generate(
     run = RunSession.open(config, run_dir, plans, texts, teacher=teacher, fresh=fresh, from_ledger=from_ledger)
     rollout = Rollout(config=config, teacher=run.teacher, fmt=fmt, tools=ToolBox(config, index))
     todo = plans[:pilot] if pilot else plans
-    topped = asyncio.run(_roll_and_top_up(todo, chunks, rollout, progress, run, pilot=bool(pilot)))
+    topped = asyncio.run(_draining(run, rollout, _roll_and_top_up(todo, chunks, rollout, progress, run, pilot=bool(pilot))))
     plans, trajectories = topped.plans, topped.trajectories
     if topped.summary["extra_conversations"]:  # the extra plans continue the numbering
         write_jsonl(folder.plans, (p.model_dump() for p in plans))
@@ -213,6 +264,7 @@ def generate(
         extra["focus"] = focused.summary
         pinned = set(focused.summary["validation_documents"])
     exported = export_run(config, run_dir, trajectories, fmt, extra_manifest=extra, validation_documents=pinned)
+    _warn_empty_validation(config, trajectories, exported.counts["examples"])
     return GenerateResult._from(run_dir, exported)
 
 
