@@ -6,7 +6,8 @@ terminal, stops the run (`RunSession.stop`: the workers take no new conversation
 to the ledger, so the resumed run sends none of them again. The run then ends with `RunStopped("interrupted")`,
 which says what is saved and the command that resumes. A second SIGINT, or requests still in flight
 `teacher.timeout_s` + 1 s after the first, raise `KeyboardInterrupt` at once (answers in flight are then lost, as
-with a kill -9). Outside the main thread nothing is installed: Ctrl-C keeps Python's default behaviour.
+with a kill -9). Only paid requests are waited for: once none has been in flight for `IDLE_S` (an offline teacher,
+or workers stuck in a tool that never returns), the run stops at once, every paid answer being in the ledger. Outside the main thread nothing is installed: Ctrl-C keeps Python's default behaviour.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from distill.errors import RunStopped
 __all__ = ["INTERRUPTED", "DrainOnInterrupt"]
 
 INTERRUPTED = "interrupted"  # RunStopped.reason of a Ctrl-C
+IDLE_S = 1.0  # no request in flight for this long after a Ctrl-C: nothing paid is left to wait for
+_POLL_S = 0.05
 
 
 def _say(line: str) -> None:
@@ -38,6 +41,8 @@ class DrainOnInterrupt:
         self._previous: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._poller: asyncio.TimerHandle | None = None
+        self._idle_s = 0.0
 
     def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
@@ -46,8 +51,9 @@ class DrainOnInterrupt:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
+        for handle in (self._deadline, self._poller):
+            if handle is not None:
+                handle.cancel()
         if self._loop is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._loop = None
@@ -71,6 +77,17 @@ class DrainOnInterrupt:
         _say(f"\ninterrupted: starting no new request{waiting}. Ctrl-C again aborts at once")
         assert self._loop is not None
         self._deadline = self._loop.call_later(self.timeout_s + 1.0, self._give_up)
+        self._poller = self._loop.call_later(_POLL_S, self._poll)
+
+    def _poll(self) -> None:
+        """Stop at once when no paid request has been in flight for IDLE_S: what is left (tools) costs nothing."""
+        in_flight = self.engine.in_flight if self.engine is not None else 0
+        self._idle_s = self._idle_s + _POLL_S if in_flight == 0 else 0.0
+        if self._idle_s >= IDLE_S:
+            _say("\nstopped: no teacher request in flight; every paid answer is in the ledger")
+            raise KeyboardInterrupt
+        assert self._loop is not None
+        self._poller = self._loop.call_later(_POLL_S, self._poll)
 
     def _give_up(self) -> None:
         left = self.engine.in_flight if self.engine is not None else 0
