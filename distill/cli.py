@@ -29,7 +29,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         result = generate(
             config, args.out, progress=not args.no_progress, fresh=args.fresh, from_ledger=args.from_ledger,
             focus=args.focus, focus_budget=args.focus_budget,
+            batch=args.batch, no_wait=args.no_wait, cancel_batches=args.cancel_batches,
         )
+    except DistillError as exc:  # batch mode: waiting for batches in flight is not a failure (exit 75: rerun later)
+        from distill.generation.waves import BATCHES_PENDING_EXIT, BatchesPending
+
+        if not isinstance(exc, BatchesPending):
+            raise
+        print(f"{exc.message}; {exc.hint}", file=sys.stderr)
+        return BATCHES_PENDING_EXIT
     except KeyboardInterrupt:
         out = f" --out {args.out}" if args.out else ""
         print(f"\ninterrupted; finished conversations and paid answers are kept: `distill generate {args.config}{out}`"
@@ -57,6 +65,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    help="add conversations aimed at what the student failed in this eval report of the run")
     p.add_argument("--focus-budget", type=int, metavar="N",
                    help="at most N focused conversations (default: twice the failures, at least 10)")
+    p.add_argument("--batch", action="store_true", help="teacher.mode: batch: the Batch API in waves, half price")
+    p.add_argument("--no-wait", action="store_true", help="batch mode: submit the next wave and exit (rerun to advance)")
+    p.add_argument("--cancel-batches", action="store_true",
+                   help="batch mode: cancel the run's batches in flight (their answers are kept) and exit")
     p.set_defaults(handler=_cmd_generate)
 
 

@@ -68,7 +68,6 @@ __all__ = [
 ]
 
 
-
 class AgentConfig(_Model):
     """How the agent talks: its format, system prompt and step budget."""
 
@@ -90,8 +89,6 @@ class AgentConfig(_Model):
                 "contains { or }, which LangChain's prompt template would treat as variables; remove them"
             )
         return value
-
-
 
 
 class SourceConfig(_Model):
@@ -127,9 +124,8 @@ class PriceConfig(_Model):
 class TeacherConfig(_Model):
     """Which model plays the agent."""
 
-    provider: Literal["auto", "offline", "openai"] = Field(
-        default="auto", description="auto = openai when OPENAI_API_KEY is set, else offline"
-    )
+    provider: Literal["auto", "offline", "openai"] = Field(default="auto", description="auto = openai when "
+                                                           "OPENAI_API_KEY is set, else offline")
     model: str = "gpt-4o"
     base_url: str | None = Field(default=None, description="else OPENAI_BASE_URL, else OpenAI")
     temperature: float = Field(default=0.7, ge=0, le=2)
@@ -142,6 +138,10 @@ class TeacherConfig(_Model):
     backoff_s: float = Field(default=1.0, gt=0, le=60, description="first retry wait; doubles, jittered, cap 60 s")
     breaker_s: float = Field(default=60.0, gt=0, description="stop resumably when nothing succeeded for this long")
     price: PriceConfig | None = Field(default=None, description="USD per 1M tokens; null = distill's table")
+    mode: Literal["online", "batch"] = Field(default="online", description="batch: the Batch API in waves, half price")
+    batch_poll_s: float = Field(default=60.0, gt=0, description="seconds between polls of batches in flight")
+    service_tier: str | None = Field(default=None, description="sent as `service_tier` (flex: half price, slower)")
+    batch_price: PriceConfig | None = Field(default=None, description="batch / flex USD per 1M tokens; null = half")
 
     def resolved_provider(self) -> Literal["offline", "openai"]:
         """The provider actually used: `auto` picks openai when OPENAI_API_KEY is set."""

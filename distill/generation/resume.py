@@ -37,7 +37,8 @@ __all__ = ["RUN_STATE", "TRAJECTORIES", "RunSession", "fingerprint"]
 RUN_STATE = "run.json"
 TRAJECTORIES = "trajectories.jsonl"
 # Keys that change neither a request nor a conversation: changing them keeps the finished conversations.
-_NEUTRAL_TEACHER = ("concurrency", "max_retries", "timeout_s", "rpm", "tpm", "backoff_s", "breaker_s", "price", "base_url")
+_NEUTRAL_TEACHER = ("concurrency", "max_retries", "timeout_s", "rpm", "tpm", "backoff_s", "breaker_s", "price", "base_url",
+                    "mode", "batch_poll_s", "service_tier", "batch_price")  # online or batch: the same requests
 
 
 def fingerprint(config: Config, plans: Sequence[Plan], chunk_texts: Sequence[str]) -> str:

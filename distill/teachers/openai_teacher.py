@@ -4,6 +4,8 @@ Works against OpenAI or any OpenAI-compatible endpoint: `teacher.base_url`, else
 from `OPENAI_API_KEY` only and never written anywhere. Rate limits, retries, the circuit breaker and the budget are
 the engine's (distill/teachers/engine.py); a run folder's ledger and meter are attached with `use_run`. Replies are
 read from the raw response body (`reply_from_body`), the same way for a fresh answer and for one from the ledger.
+`chat_body` builds the body (with `teacher.service_tier` when set); the batch path (distill/teachers/batch.py) writes
+the same body into its batch files.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from distill.teachers.costs import Meter
 from distill.teachers.engine import Engine, build_clients, usage_of
 from distill.teachers.ledger import Ledger
 
-__all__ = ["OpenAITeacher", "reply_from_body"]
+__all__ = ["OpenAITeacher", "chat_body", "reply_from_body"]
 
 
 def reply_from_body(body: Any, model: str) -> TeacherReply:
@@ -40,6 +42,19 @@ def reply_from_body(body: Any, model: str) -> TeacherReply:
         model=body.get("model") or model,
         tool_calls=calls or None,
     )
+
+
+def chat_body(model: str, request: TeacherRequest, service_tier: str | None = None) -> dict[str, Any]:
+    """The chat-completions body of a request, as the online path sends it and the batch path writes it."""
+    body: dict[str, Any] = {"model": model, "messages": request.messages, **request.params}
+    if request.response_format is not None:
+        body["response_format"] = request.response_format
+    for name in ("tools", "tool_choice", "parallel_tool_calls"):
+        if getattr(request, name) is not None:
+            body[name] = getattr(request, name)
+    if service_tier is not None:  # flex (half price, slower) or any tier the API takes; not part of the ledger key
+        body["service_tier"] = service_tier
+    return body
 
 
 class OpenAITeacher:
@@ -80,12 +95,7 @@ class OpenAITeacher:
                 if self.meter is not None:
                     self.meter.record(request.stage, stored.usage, hit=True)
                 return reply_from_body(stored.body(), self.model)
-        kwargs: dict[str, Any] = {"model": self.model, "messages": request.messages, **request.params}
-        if request.response_format is not None:
-            kwargs["response_format"] = request.response_format
-        for name in ("tools", "tool_choice", "parallel_tool_calls"):
-            if getattr(request, name) is not None:
-                kwargs[name] = getattr(request, name)
+        kwargs = chat_body(self.model, request, self._config.service_tier)
         body = await self.engine.send(kwargs, key=key, stage=request.stage)
         return reply_from_body(body, self.model)
 
