@@ -286,3 +286,14 @@ def test_estimate_projects_the_batch_price(online, tmp_path) -> None:
     projected = result.projected
     assert projected["usd"] > 0 and projected["batch_usd"] == pytest.approx(projected["usd"] / 2)
     assert "at batch or flex prices" in result.format()
+
+
+def test_top_up_rounds_go_through_waves(online, api, tmp_path) -> None:
+    more = {"max_extra_conversations": 10}
+    generate(load_config(_config_file(tmp_path, generation=more)), tmp_path / "online", progress=False)
+    config = load_config(_config_file(tmp_path, generation=more, teacher={"mode": "batch"}))
+    result = generate(config, tmp_path / "batch", progress=False)
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["top_up"]["extra_conversations"] > 0
+    assert api.repeated() == []
+    _same_dataset(tmp_path / "online", tmp_path / "batch")
