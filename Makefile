@@ -1,15 +1,18 @@
-# distill: the two quick-start commands and their helpers.
+# distill: the two quick-start commands (demo, test) and their helpers (install, bench, lint, docs).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench lint clean
+.PHONY: demo test install bench lint docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	# torch first, pinned: this version is a CPU build on this machine's disk; an unpinned torch (asked for by
+	# transformers/trl/peft) would pull a CUDA build of several GB
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test,docs,train]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,5 +33,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check distill tests benchmarks configs
 	$(VENV)/bin/mypy
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) outputs/*/
+	rm -rf $(VENV) outputs/*/ site/

@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from distill.generation.pipeline import GenerateResult
     from distill.publishing.publish import PublishResult
     from distill.reporting.report import ReportResult
+    from distill.training.train import TrainResult
     from distill.validation.report import LintReport
 
-__all__ = ["estimate", "evaluate", "finetune", "generate", "load_config", "publish", "report", "validate"]
+__all__ = ["estimate", "evaluate", "finetune", "generate", "load_config", "publish", "report", "train", "validate"]
 __version__ = _version("distill")
 
 PathLike = str | Path
@@ -134,6 +135,30 @@ def finetune(
 
     return _finetune(run, model=model, suffix=suffix, epochs=epochs, wait=wait, cancel=cancel, new=new,
                      estimate_only=estimate_only, base_url=base_url, price=price, echo=echo)
+
+
+def train(
+    run: PathLike,
+    *,
+    base: str,
+    out: PathLike | None = None,
+    lora: bool = True,
+    epochs: float = 1.0,
+    lr: float | None = None,
+    max_steps: int | None = None,
+    max_tokens: int | None = None,
+    grad_accum: int = 8,
+    save_steps: int = 25,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune the open model `base` (a folder, a .gguf file or a Hub id) on RUN/train.jsonl on this machine (LoRA,
+    merged, unless `lora=False`); writes the model folder `out` (default RUN/student/) with train.json. Only weight-1
+    assistant messages are trained; lines over `max_tokens` (default: the model's context) are skipped and counted.
+    The same call resumes from the last checkpoint. Needs the extra: pip install 'distill[train]'."""
+    from distill.training.train import train as _train
+
+    return _train(run, base=base, out=out, lora=lora, epochs=epochs, lr=lr, max_steps=max_steps,
+                  max_tokens=max_tokens, grad_accum=grad_accum, save_steps=save_steps, progress=progress)
 
 
 def report(run: PathLike, *, examples: int = 3) -> ReportResult:

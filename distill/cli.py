@@ -8,21 +8,36 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from distill.errors import DistillError
+from distill.errors import DistillError, RunStopped
 
 __all__ = ["build_parser", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _at_least(low: float, kind: type) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` that is not below `low` (argparse prints the one-line error)."""
+
+    def number(text: str) -> Any:
+        value = kind(text)  # a ValueError: argparse says "invalid number value"
+        if math.isnan(value) or value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text}")
+        return value
+
+    return number
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from distill.config import load_config
     from distill.generation.pipeline import generate
+    from distill.generation.summary import nothing_exported
 
     config = load_config(args.config)
     try:
@@ -31,17 +46,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             focus=args.focus, focus_budget=args.focus_budget,
             batch=args.batch, no_wait=args.no_wait, cancel_batches=args.cancel_batches,
         )
-    except DistillError as exc:  # batch mode: waiting for batches in flight is not a failure (exit 75: rerun later)
-        from distill.generation.waves import BATCHES_PENDING_EXIT, BatchesPending
-
-        if not isinstance(exc, BatchesPending):
-            raise
-        print(f"{exc.message}; {exc.hint}", file=sys.stderr)
-        return BATCHES_PENDING_EXIT
     except KeyboardInterrupt:
         out = f" --out {args.out}" if args.out else ""
         print(f"\ninterrupted; finished conversations and paid answers are kept: `distill generate {args.config}{out}`"
               " resumes", file=sys.stderr)
+        return 130
+    except RunStopped as exc:
+        from distill.generation.waves import BATCHES_PENDING_EXIT, BatchesPending
+
+        if isinstance(exc, BatchesPending):  # batch mode: batches in flight are not a failure (exit 75: rerun later)
+            print(f"{exc.message}; {exc.hint}", file=sys.stderr)
+            return BATCHES_PENDING_EXIT
+        if exc.reason != "interrupted":  # a first Ctrl-C that drained the requests in flight (generation/interrupt.py)
+            raise
+        print(f"distill: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
         return 130
     c, e = result.conversations, result.examples
     print(
@@ -49,6 +67,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         f"{e['train']} train + {e['validation']} validation examples in {result.run_dir}/ "
         f"(train.jsonl, validation.jsonl, rejected.jsonl, manifest.json)"
     )
+    empty = nothing_exported(result)
+    if empty:
+        print(f"distill: error: {empty}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -77,15 +99,16 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     from distill.generation.estimate import estimate
 
     config = load_config(args.config)
-    print(estimate(config, args.out, pilot=args.pilot, progress=not args.no_progress).format())
+    print(estimate(config, args.out, pilot=args.pilot, progress=not args.no_progress, force=args.force).format())
     return 0
 
 
 def _add_estimate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("estimate", help="run a small pilot and project tokens, dollars, acceptance and time")
     p.add_argument("config", help="the YAML config")
-    p.add_argument("--pilot", type=int, default=10, help="conversations in the pilot (default 10)")
+    p.add_argument("--pilot", type=_at_least(1, int), default=10, help="conversations in the pilot (default 10)")
     p.add_argument("--out", help="run folder (default: outputs/<name>/); the full run resumes after the pilot")
+    p.add_argument("--force", action="store_true", help="estimate into a run folder that holds a full run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_estimate)
 
@@ -107,13 +130,14 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="an OpenAI chat fine-tuning .jsonl file")
     p.add_argument("--config", help="the agent's config: its tools, schemas and max_steps are checked too")
     p.add_argument("--model", help="fine-tuning target for token limits (default: the config's, else gpt-4o-mini)")
-    p.add_argument("--max-lines", type=int, default=50, help="problems to print (default 50)")
+    p.add_argument("--max-lines", type=_at_least(0, int), default=50, help="problems to print (default 50)")
     p.set_defaults(handler=_cmd_validate)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from distill.config import load_config
-    from distill.generation.pipeline import default_run_dir, reexport
+    from distill.generation.pipeline import reexport
+    from distill.run_folder import default_run_dir
 
     config = load_config(args.config)
     run_dir = Path(args.run) if args.run else default_run_dir(config)
@@ -157,14 +181,14 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="model id, or MODEL@URL for a model on its own endpoint; repeat to compare models")
     p.add_argument("--run", help="run folder: index, validation split (default: outputs/<name>/)")
     p.add_argument("--questions", help="questions file (.jsonl with question/reference/used_tool, or one a line)")
-    p.add_argument("--n", type=int, default=100, help="questions to use, the first N (default 100; 0: all)")
+    p.add_argument("--n", type=_at_least(0, int), default=100, help="questions to use, the first N (default 100; 0: all)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI)")
     p.add_argument("--out", help="report folder (default: RUN/eval/)")
-    p.add_argument("--few-shot", type=int, default=0, metavar="K",
+    p.add_argument("--few-shot", type=_at_least(0, int), default=0, metavar="K",
                    help="insert K demonstrations from the run's train.jsonl after the system message (default 0)")
-    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0)")
-    p.add_argument("--max-tokens", type=int, default=512, help="per answer; hitting it is `truncated` (default 512)")
-    p.add_argument("--concurrency", type=int, default=4, help="questions in flight per model (default 4)")
+    p.add_argument("--temperature", type=_at_least(0.0, float), default=0.0, help="sampling temperature (default 0)")
+    p.add_argument("--max-tokens", type=_at_least(1, int), default=512, help="per answer; hitting it is `truncated` (default 512)")
+    p.add_argument("--concurrency", type=_at_least(1, int), default=4, help="questions in flight per model (default 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_eval)
 
@@ -185,7 +209,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--question", help="ask one question and exit (default: interactive)")
     p.add_argument("--run", help="run folder whose index the retriever searches (default: outputs/<name>/)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI)")
-    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0)")
+    p.add_argument("--temperature", type=_at_least(0.0, float), default=0.0, help="sampling temperature (default 0)")
     p.set_defaults(handler=_cmd_chat)
 
 
@@ -194,7 +218,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from distill.publishing.publish import publish
 
     config = load_config(args.config) if args.config else None
-    result = publish(args.run, args.repo, private=args.private, dry_run=args.dry_run, config=config)
+    result = publish(args.run, args.repo, private=args.private, dry_run=args.dry_run, config=config,
+                     preferences=not args.no_preferences)
     rows = ", ".join(f"{n} {split}" for split, n in result.rows.items())
     if result.dry_run is not None:
         print(f"dry run: wrote {', '.join(result.files)} ({rows} rows) to {result.dry_run}/; nothing was pushed")
@@ -211,6 +236,7 @@ def _add_publish(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its own)")
     p.add_argument("--dry-run", metavar="DIR", help="write exactly what would be pushed to DIR; push nothing")
     p.add_argument("--config", help="a config whose publish: section (license, tags) to use (default: the run's)")
+    p.add_argument("--no-preferences", action="store_true", help="leave out the run's preference pairs (DPO config)")
     p.set_defaults(handler=_cmd_publish)
 
 
@@ -227,6 +253,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             cancel=args.cancel,
             new=args.new,
             estimate_only=args.estimate,
+            method=args.method,
+            beta=args.beta,
             base_url=args.base_url,
             price=args.price_per_1m,
             echo=lambda line: print(line, flush=True),
@@ -238,7 +266,12 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    return 0 if result.status != "cancelled" or args.cancel else 1
+    if args.estimate:  # an estimate succeeds whatever the recorded job's status
+        return 0
+    if result.status == "cancelled" and not args.cancel:
+        print(f"distill: the recorded job {result.job_id} was cancelled", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
@@ -246,14 +279,53 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="the run folder; the job is recorded in RUN/finetune.json")
     p.add_argument("--model", help="base model to fine-tune (default: the run's export.model)")
     p.add_argument("--suffix", help="up to 64 characters added to the fine-tuned model's name")
-    p.add_argument("--epochs", type=int, help="training epochs (default: the service's; estimated by its rule)")
+    p.add_argument("--epochs", type=_at_least(1, int), help="training epochs (default: the service's; estimated by its rule)")
     p.add_argument("--wait", action="store_true", help="stream the job's events until it ends (Ctrl-C stops watching)")
     p.add_argument("--cancel", action="store_true", help="cancel the recorded job")
     p.add_argument("--new", action="store_true", help="start another job even though one is recorded")
     p.add_argument("--estimate", action="store_true", help="lint and show tokens and cost only; no key, no upload")
+    p.add_argument("--method", choices=["supervised", "dpo"],
+                   help="supervised (train.jsonl, default) or dpo (preferences.train.jsonl: export.preferences)")
+    p.add_argument("--beta", type=float, help="DPO beta (with --method dpo; default: the service's)")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL, else OpenAI)")
-    p.add_argument("--price-per-1m", type=float, metavar="USD", help="training price per 1M tokens (default: table)")
+    p.add_argument("--price-per-1m", type=_at_least(0.0, float), metavar="USD",
+                   help="training price per 1M tokens (default: table)")
     p.set_defaults(handler=_cmd_finetune)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from distill.training.train import train
+
+    try:
+        result = train(args.run, base=args.base, out=args.out, lora=not args.full, epochs=args.epochs, lr=args.lr,
+                       max_steps=args.max_steps, max_tokens=args.max_tokens, grad_accum=args.grad_accum,
+                       save_steps=args.save_steps, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("\ninterrupted; the same command resumes from the last checkpoint", file=sys.stderr)
+        return 130
+    f = result.figures
+    skipped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in f["data"]["skipped"].items() if n) or "none"
+    print(f"trained {f['data']['examples']} examples ({skipped} skipped) for {f['steps']} steps in {f['seconds']:.0f} s "
+          f"({f['tokens_per_second']} tokens/s), final loss {f['final_loss']}: {result.out_dir}/ (train.json)")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune an open model on a run's train.jsonl on this machine (transformers)")
+    p.add_argument("run", help="the run folder (its train.jsonl) or a .jsonl file")
+    p.add_argument("--base", required=True, help="the model: a local folder, a .gguf file or a Hub id")
+    p.add_argument("--out", help="model folder to write (default: RUN/student/)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--lora", action="store_true", help="train LoRA adapters, merged into the saved model (default)")
+    mode.add_argument("--full", action="store_true", help="train every weight")
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the data (default 1)")
+    p.add_argument("--lr", type=float, help="learning rate (default 2e-4 with LoRA, 5e-5 full)")
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides --epochs)")
+    p.add_argument("--max-tokens", type=int, help="skip (and count) longer examples (default: the model's context)")
+    p.add_argument("--grad-accum", type=int, default=8, help="examples per optimizer step, micro-batch 1 (default 8)")
+    p.add_argument("--save-steps", type=int, default=25, help="checkpoint every N steps, and at the end (default 25)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_train)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -271,13 +343,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write RUN/report.html (charts, examples; self-contained) and RUN/report.json")
     p.add_argument("run", help="the run folder (manifest.json, trajectories.jsonl, rejected.jsonl, train/validation)")
-    p.add_argument("--examples", type=int, default=3, help="accepted and rejected conversations to show (default 3)")
+    p.add_argument("--examples", type=_at_least(0, int), default=3, help="accepted and rejected conversations to show (default 3)")
     p.set_defaults(handler=_cmd_report)
 
 
 _COMMANDS = [
     _add_generate, _add_validate, _add_export, _add_eval, _add_chat, _add_publish, _add_finetune, _add_report,
-    _add_estimate,
+    _add_estimate, _add_train,
 ]
 
 
@@ -312,6 +384,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # stdout closed early, e.g. `distill validate big.jsonl | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as exc:  # the machine, not distill: a full disk, a read-only folder (run_folder names most)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"distill: error: cannot complete `distill {args.command}`:{where}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

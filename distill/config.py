@@ -8,70 +8,59 @@ problem is raised as a `ConfigError` naming the file, the key and the fix.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import re
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    Field,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from distill.errors import ConfigError
+from distill.judge_config import JudgeConfig  # re-exported: the judge section is part of the config
+from distill.registry import FORMATS, TEACHERS
 from distill.tool_config import (  # re-exported: the tool section is part of the config
     _FUNCTION_NAME,
     FINAL_ANSWER,
-    TOOL_KINDS,
     PythonTool,
     RetrieverTool,
     SimulatedTool,
     ToolConfig,
+    ToolEntry,
     ToolExample,
+    ToolSpec,
+    expand_entries,
     is_object_schema,
-    schema_problem,
+    on_tool_models_change,
+    register_tool_model,
+    resolve_callable,
+    tool_kinds,
+    tool_union,
 )
 from distill.tool_config import StrictModel as _Model
+from distill.tool_sources import LangchainTool, McpServer, McpTool, McpToolsEntry  # registers mcp, langchain
 
 __all__ = [
-    "FINAL_ANSWER",
-    "TOOL_KINDS",
-    "AgentConfig",
-    "ChunkingConfig",
-    "Config",
-    "DedupConfig",
-    "ExportConfig",
-    "GenerationConfig",
-    "MixConfig",
-    "PriceConfig",
-    "PublishConfig",
-    "PythonTool",
-    "RetrieverTool",
-    "SimulatedTool",
-    "SourceConfig",
-    "TeacherConfig",
-    "ToolConfig",
-    "ToolExample",
-    "config_from_dict",
-    "is_object_schema",
-    "load_config",
-    "resolve_callable",
-    "schema_problem",
+    "FINAL_ANSWER", "AgentConfig", "ChunkingConfig", "Config", "DedupConfig", "ExportConfig",
+    "GenerationConfig", "JudgeConfig", "LangchainTool", "McpServer", "McpTool", "McpToolsEntry", "MixConfig",
+    "PriceConfig", "PublishConfig", "PythonTool", "RetrieverTool", "SimulatedTool", "SourceConfig", "TeacherConfig",
+    "ToolConfig", "ToolEntry", "ToolExample", "ToolSpec", "config_from_dict", "is_object_schema", "load_config",
+    "register_tool_model", "resolve_callable", "tool_kinds",
 ]
 
+if TYPE_CHECKING:
+    _ToolField = ToolSpec
+else:
+    _ToolField = tool_union()  # rebuilt from the registry when a kind is registered (_rebuild_tools_field)
 
 class AgentConfig(_Model):
     """How the agent talks: its format, system prompt and step budget."""
 
-    format: Literal["langchain-chat", "openai-tools"] = "langchain-chat"
+    format: Annotated[str, AfterValidator(FORMATS.check)] = Field(
+        default="langchain-chat", description="langchain-chat, openai-tools, or one added with register_format"
+    )
     system_prompt: str | None = Field(
         default=None, description="null = LangChain's own PREFIX (langchain-chat) or distill's default (openai-tools)"
     )
@@ -124,8 +113,9 @@ class PriceConfig(_Model):
 class TeacherConfig(_Model):
     """Which model plays the agent."""
 
-    provider: Literal["auto", "offline", "openai"] = Field(default="auto", description="auto = openai when "
-                                                           "OPENAI_API_KEY is set, else offline")
+    provider: Annotated[str, AfterValidator(TEACHERS.check)] = Field(
+        default="auto", description="auto = openai when OPENAI_API_KEY is set, else offline; or register_teacher's"
+    )
     model: str = "gpt-4o"
     base_url: str | None = Field(default=None, description="else OPENAI_BASE_URL, else OpenAI")
     temperature: float = Field(default=0.7, ge=0, le=2)
@@ -143,7 +133,7 @@ class TeacherConfig(_Model):
     service_tier: str | None = Field(default=None, description="sent as `service_tier` (flex: half price, slower)")
     batch_price: PriceConfig | None = Field(default=None, description="batch / flex USD per 1M tokens; null = half")
 
-    def resolved_provider(self) -> Literal["offline", "openai"]:
+    def resolved_provider(self) -> str:
         """The provider actually used: `auto` picks openai when OPENAI_API_KEY is set."""
         if self.provider == "auto":
             return "openai" if os.environ.get("OPENAI_API_KEY") else "offline"
@@ -181,6 +171,10 @@ class GenerationConfig(_Model):
     max_cost_usd: float | None = Field(
         default=None, gt=0, description="stop resumably before the next teacher request would pass this"
     )
+    step_retries: int = Field(default=2, ge=0, le=10, description="asks a failed step again, new seed")
+    reject_tool_errors: bool = Field(
+        default=False, description="reject (reason tool_error) the conversations in which a tool call errored"
+    )
 
 
 class DedupConfig(_Model):
@@ -202,6 +196,7 @@ class ExportConfig(_Model):
     model: str = "gpt-4o-mini-2024-07-18"
     max_example_tokens: int | None = Field(default=None, ge=1, description="default: the model's limit")
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    preferences: bool = Field(default=False, description="write preferences.*.jsonl (DPO pairs)")
 
 
 class PublishConfig(_Model):
@@ -223,21 +218,25 @@ class Config(_Model):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run folder: outputs/<name>/")
     agent: AgentConfig = Field(default_factory=AgentConfig)
-    tools: list[ToolConfig] = Field(min_length=1)
+    tools: list[_ToolField] = Field(min_length=1)
     sources: list[SourceConfig] = Field(min_length=1)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
     _path: Path | None = PrivateAttr(default=None)
+    _tool_keys: list[str] = PrivateAttr(default_factory=list)  # the `tools[i]` entry each loaded tool came from
 
     @field_validator("tools")
     @classmethod
     def _unique_tools(cls, tools: list[Any]) -> list[Any]:
         seen: set[str] = set()
         for tool in tools:
+            if not isinstance(tool, ToolSpec) or tool.name is None:  # checked once expanded (config load)
+                continue
             if tool.name in seen:
                 raise ValueError(f"tool name {tool.name!r} is used twice; tool names must be unique")
             seen.add(tool.name)
@@ -259,16 +258,26 @@ class Config(_Model):
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
-    def tool(self, name: str) -> RetrieverTool | PythonTool | SimulatedTool | None:
+    def tool(self, name: str) -> ToolSpec | None:
         """The configured tool called `name`, or None."""
         return next((t for t in self.tools if t.name == name), None)
 
-    def tool_named(self, name: str) -> RetrieverTool | PythonTool | SimulatedTool:
+    def tool_named(self, name: str) -> ToolSpec:
         """The configured tool called `name`; KeyError when there is none."""
         tool = self.tool(name)
         if tool is None:
             raise KeyError(f"no tool named {name!r} in the config")
         return tool
+
+
+def _rebuild_tools_field() -> None:
+    """A tool kind was registered: `tools:` entries now validate against the new union of kinds."""
+    fields = Config.__pydantic_fields__
+    fields["tools"] = FieldInfo.merge_field_infos(fields["tools"], annotation=list[tool_union()])  # type: ignore[misc]
+    Config.model_rebuild(force=True)
+
+
+on_tool_models_change(_rebuild_tools_field)
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
@@ -277,7 +286,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif isinstance(previous, int) and item in TOOL_KINDS:
+        elif isinstance(previous, int) and item in tool_kinds():
             pass  # pydantic's discriminator tag, not a YAML key
         elif item.startswith(("function-", "union[")):
             pass
@@ -295,9 +304,9 @@ def _explain(err: Any) -> tuple[str, str]:  # a pydantic ErrorDetails
     if kind == "missing":
         return key, "is required"
     if kind == "union_tag_invalid":
-        return key, f"unknown tool kind; use one of: {', '.join(TOOL_KINDS)}"
+        return key, f"unknown tool kind; use one of: {', '.join(tool_kinds())}"
     if kind == "union_tag_not_found":
-        return key, f"missing 'kind'; use one of: {', '.join(TOOL_KINDS)}"
+        return key, f"missing 'kind'; use one of: {', '.join(tool_kinds())}"
     msg = err["msg"]
     msg = msg.removeprefix("Value error, ")
     return key, msg
@@ -315,8 +324,18 @@ def config_from_dict(data: Any, *, file: str = "<config>", base_dir: Path | None
         raise ConfigError(file, key, message + (f" (and {more} more problem(s))" if more else "")) from None
     if base_dir is not None:
         config._path = base_dir / Path(file).name
+    _expand_tools(config, file)
     _check_resources(config, file)
     return config
+
+
+def _expand_tools(config: Config, file: str) -> None:
+    """Replace each entry by the tools it stands for (an MCP server's listed tools); a name clash names both."""
+    pairs = expand_entries(config.tools, config.base_dir, file)
+    tools = [tool for _, tool in pairs]
+    if len(tools) != len(config.tools) or any(a is not b for a, b in zip(tools, config.tools, strict=False)):
+        config.tools = tools
+    config._tool_keys = [key for key, _ in pairs]
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -333,8 +352,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(str(file), None, f"YAML syntax error at {where}: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(str(file), None, "is not UTF-8 text") from None
-    config = config_from_dict(data, file=str(file), base_dir=file.resolve().parent)
-    return config
+    return config_from_dict(data, file=str(file), base_dir=file.resolve().parent)
 
 
 def resolve_source_path(config: Config, raw: str) -> Path:
@@ -361,40 +379,21 @@ def _check_resources(config: Config, file: str) -> None:
                 hint="paths are relative to the config file's folder",
             )
     for i, tool in enumerate(config.tools):
+        key = config._tool_keys[i] if i < len(config._tool_keys) else f"tools[{i}]"
         if isinstance(tool, PythonTool):
             try:
                 resolve_callable(tool.function, config.base_dir)
             except ImportError as exc:
                 raise ConfigError(
                     file,
-                    f"tools[{i}].function",
+                    f"{key}.function",
                     f"cannot import {tool.function!r}: {exc}",
                     hint="make the module importable from the config's folder or install it",
                 ) from None
         if config.agent.format == "openai-tools" and not _FUNCTION_NAME.fullmatch(tool.name):
             raise ConfigError(
                 file,
-                f"tools[{i}].name",
+                f"{key}.name",
                 f"{tool.name!r} is not a valid function name for agent.format openai-tools",
                 hint=f"use letters, digits, _ or - only, e.g. {re.sub(r'[^A-Za-z0-9_-]+', '_', tool.name)!r}",
             )
-
-
-def resolve_callable(spec: str, base_dir: Path | None = None) -> Callable[[str], Any]:
-    """Import "module:function"; the config's folder is searched first."""
-    module_name, _, attr = spec.partition(":")
-    added = False
-    if base_dir is not None and str(base_dir) not in sys.path:
-        sys.path.insert(0, str(base_dir))
-        added = True
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix
-        raise ImportError(f"{type(exc).__name__}: {exc}") from None
-    finally:
-        if added:
-            sys.path.remove(str(base_dir))
-    func = getattr(module, attr, None)
-    if not callable(func):
-        raise ImportError(f"module {module_name!r} has no callable {attr!r}")  # noqa: TRY004 - reported as an import problem
-    return func

@@ -1,7 +1,10 @@
 """The one error tree of distill: every expected failure is a `DistillError` carrying its context.
 
 The CLI turns a `DistillError` into one line (plus a hint) and exit code 2; anything else is a bug and keeps its
-traceback.
+traceback. A `Rejection` is not a user-facing error but a verdict on one item (a question, a teacher call, a simulated
+observation, a trajectory an agent format cannot express, a student's call in an evaluation): every stage raises it
+(or a subclass named for the stage) with a machine-readable `reason`, a `detail` and the `raw` text it concerns, and
+the stage records it on the item instead of stopping the run.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ __all__ = [
     "DistillError",
     "FinetuneError",
     "PublishError",
+    "Rejection",
     "RunFolderError",
     "RunStopped",
     "SourceError",
@@ -70,3 +74,14 @@ class FinetuneError(DistillError):
     def __init__(self, message: str, *, hint: str | None = None, job_id: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.job_id = job_id
+
+
+class Rejection(Exception):
+    """One item that cannot be used: `reason` (a `Reason` value or another machine-readable word), `detail` (for a
+    person) and `raw` (the text concerned, when there is one). Not a DistillError: the stage records it and goes on."""
+
+    def __init__(self, reason: str, detail: str, raw: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = str(reason)
+        self.detail = detail
+        self.raw = raw

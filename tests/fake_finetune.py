@@ -111,9 +111,8 @@ class FakeFineTuning:
 
     # -- helpers ----------------------------------------------------------------------------------------------------
     def _job_json(self, job: FakeJob) -> dict[str, Any]:
-        epochs = (
-            (job.body.get("method") or {}).get("supervised", {}).get("hyperparameters", {}).get("n_epochs")
-        )
+        method = job.body.get("method") or {"type": "supervised", "supervised": {"hyperparameters": {}}}
+        epochs = method.get(method["type"], {}).get("hyperparameters", {}).get("n_epochs")
         return {
             "id": job.id,
             "object": "fine_tuning.job",
@@ -128,6 +127,7 @@ class FakeFineTuning:
                 "batch_size": "auto",
                 "learning_rate_multiplier": "auto",
             },
+            "method": method,
             "model": job.body["model"],
             "organization_id": self.owner,
             "result_files": [],

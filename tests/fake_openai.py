@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-__all__ = ["FakeBatchAPI", "FakeOpenAI", "FakeRequest", "FakeResponse", "chat_completion"]
+__all__ = ["FakeBatchAPI", "FakeOpenAI", "FakeRequest", "FakeResponse", "RpmLimit", "chat_completion"]
 
 
 @dataclass
@@ -370,3 +370,38 @@ class FakeBatchAPI:
     def repeated(self) -> list[str]:
         """Bodies answered (paid) more than once."""
         return [body for body, n in self.answered.items() if n > 1]
+
+
+class RpmLimit:
+    """An endpoint's requests-per-minute limit, enforced like OpenAI's: a token bucket of `burst` requests refilled
+    at `rpm / 60` per second. A request over the limit is answered 429 with `retry-after-ms` (the time until the
+    next request would be admitted); every answer carries `x-ratelimit-limit-requests` / `-remaining-requests`.
+    `first_429` refuses the very first request whatever the bucket says. `counts` tallies what was answered."""
+
+    def __init__(self, handler: Handler, rpm: int, *, burst: int = 1, first_429: bool = False) -> None:
+        self.handler, self.rpm, self.burst, self.first_429 = handler, rpm, burst, first_429
+        self.counts: dict[int, int] = {}
+        self._tokens, self._last = float(burst), time.monotonic()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: FakeRequest) -> FakeResponse:
+        rate = self.rpm / 60
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * rate)
+            self._last = now
+            refused = self._tokens < 1 or (self.first_429 and not self.counts)
+            if not refused:
+                self._tokens -= 1
+            headers = {"x-ratelimit-limit-requests": str(self.rpm),
+                       "x-ratelimit-remaining-requests": str(max(0, int(self._tokens)))}
+            if refused:
+                wait_ms = max(1, int((1 - max(self._tokens, 0.0)) / rate * 1000))
+                self.counts[429] = self.counts.get(429, 0) + 1
+                return FakeResponse(status=429, json={"error": {"message": "Rate limit reached for requests"}},
+                                    headers={**headers, "retry-after-ms": str(wait_ms)})
+        response = self.handler(request)
+        with self._lock:
+            self.counts[response.status] = self.counts.get(response.status, 0) + 1
+        response.headers = {**headers, **response.headers}
+        return response

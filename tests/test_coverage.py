@@ -105,7 +105,7 @@ def test_without_budget_the_shortfall_is_reported_not_hidden(fake_openai, make_c
                                   "mix_met": False}
     assert manifest["coverage"]["mix_met"] is False
     assert manifest["coverage"]["by_kind"]["direct"] == {
-        "share": 0.3, "target": 6, "requested": 6, "accepted": 2, "rate": 0.333, "met": False,
+        "share": 0.3, "target": 6, "requested": 6, "accepted": 2, "off_plan": 0, "rate": 0.333, "met": False,
     }
     assert "generation.mix not met" in caplog.text and "direct 2/6" in caplog.text
 

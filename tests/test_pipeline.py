@@ -30,8 +30,12 @@ def test_run_folder_manifest_and_split(make_config, tmp_path: Path) -> None:
     c = manifest["conversations"]
     assert c["requested"] == 50 == c["accepted"] + c["rejected"] + c["failed"]
     assert manifest["examples"] == {"train": len(_lines(result.train)), "validation": len(_lines(result.validation))}
-    # one line per turn: 10 multi-turn conversations have two turns each
-    assert manifest["examples"]["train"] + manifest["examples"]["validation"] == c["accepted"] + 10
+    # one line per turn (10 multi-turn conversations have two turns each), less the lines already written once
+    lines = manifest["duplicates"]["lines"]
+    assert manifest["examples"]["train"] + manifest["examples"]["validation"] + lines["dropped"] == c["accepted"] + 10
+    assert lines["dropped"] == sum(lines["by_split"].values())
+    written = [json.dumps(x, sort_keys=True) for x in _lines(result.train) + _lines(result.validation)]
+    assert len(written) == len(set(written))
     assert manifest["accepted_by_kind"] == {"tool": 30, "direct": 10, "multi_turn": 10}
     assert "offline deterministic teacher" in manifest["teacher"]["note"]
     assert manifest["config_hash"] == config.config_hash()

@@ -19,7 +19,9 @@ import re
 from typing import Any
 
 from distill.agent.tools import Observation
-from distill.config import Config, SimulatedTool, schema_problem
+from distill.config import Config, SimulatedTool
+from distill.errors import Rejection
+from distill.schema import schema_problem
 from distill.teachers.base import TeacherReply, TeacherRequest
 from distill.teachers.sampler import observation_text, wrapped_output
 from distill.templates import template
@@ -33,14 +35,8 @@ __all__ = [
 ]
 
 
-class SimulationError(Exception):
+class SimulationError(Rejection):
     """A simulated observation that cannot be used; `reason` is machine-readable, `raw` the teacher's text."""
-
-    def __init__(self, reason: str, detail: str, raw: str | None = None) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-        self.raw = raw
 
 
 def _response_format(tool: SimulatedTool) -> dict[str, Any] | None:

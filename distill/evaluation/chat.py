@@ -9,15 +9,13 @@ and observation as they happen, and notes any step the strict validator would re
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from distill.config import Config
-from distill.errors import DistillError
+from distill.endpoint import resolve_endpoint
 
 __all__ = ["build_agent", "chat", "make_chat_model"]
 
@@ -25,24 +23,15 @@ _OBSERVATION_CHARS = 400
 
 
 def make_chat_model(config: Config, model: str, base_url: str | None = None, *, temperature: float = 0.0) -> Any:
-    """ChatOpenAI for `model` at `base_url` (else OPENAI_BASE_URL, else OpenAI); the key only from OPENAI_API_KEY."""
+    """ChatOpenAI for `model` at `base_url` (else OPENAI_BASE_URL, else OpenAI; `distill.endpoint`)."""
     from langchain_openai import ChatOpenAI
     from pydantic import SecretStr
 
-    url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-    key = os.environ.get("OPENAI_API_KEY")
-    if not key:
-        if not url:
-            raise DistillError(
-                "no endpoint: OPENAI_API_KEY is not set and no --base-url was given",
-                hint="export OPENAI_API_KEY=... for OpenAI, or pass --base-url http://127.0.0.1:8080/v1 "
-                "for a local OpenAI-compatible server",
-            )
-        key = "unused"  # local OpenAI-compatible servers ignore the key
+    endpoint = resolve_endpoint(base_url, needed_by=f"model {model!r}")
     return ChatOpenAI(
         model=model,
-        base_url=url,
-        api_key=SecretStr(key),
+        base_url=endpoint.base_url,
+        api_key=SecretStr(endpoint.api_key),
         temperature=temperature,
         max_retries=config.teacher.max_retries,
         timeout=config.teacher.timeout_s,
@@ -52,22 +41,29 @@ def make_chat_model(config: Config, model: str, base_url: str | None = None, *, 
 def _printer(config: Config, out: TextIO) -> Any:
     from langchain_core.callbacks import BaseCallbackHandler
 
-    from distill.formats import get_format
+    from distill.formats.langchain_chat import LangChainChatFormat
 
-    fmt = get_format(config)
+    fmt = LangChainChatFormat(config)  # distill chat runs LangChain's agent only (build_agent checks the format)
 
     class ActionPrinter(BaseCallbackHandler):
         """Prints the agent's actions and the tools' observations like the walkthrough's notebook."""
+
+        note: str | None = None  # the strict validator's note on the last answer, printed after what it refers to
 
         def on_llm_end(self, response: Any, **kwargs: Any) -> None:
             generation = response.generations[0][0]
             info = getattr(generation, "generation_info", None) or {}
             verdict = fmt.check(generation.text, info.get("finish_reason"))
-            if not verdict.ok:
-                print(f"  (strict validator: {verdict.reason}: {verdict.detail})", file=out)
+            self.note = None if verdict.ok else f"  (strict validator: {verdict.reason}: {verdict.detail})"
+
+        def flush_note(self) -> None:
+            if self.note:
+                print(self.note, file=out)
+            self.note = None
 
         def on_agent_action(self, action: Any, **kwargs: Any) -> None:
             print(f"> Action: {action.tool}\n  Action Input: {action.tool_input}", file=out)
+            self.flush_note()
 
         def on_tool_end(self, output: Any, **kwargs: Any) -> None:
             text = str(getattr(output, "content", output))
@@ -76,16 +72,9 @@ def _printer(config: Config, out: TextIO) -> Any:
 
         def on_agent_finish(self, finish: Any, **kwargs: Any) -> None:
             print(f"> Final Answer: {finish.return_values.get('output')}", file=out)
+            self.flush_note()
 
     return ActionPrinter()
-
-
-def _tool_fn(toolbox: Any, name: str) -> Callable[[str], Any]:
-    def run(query: str) -> Any:
-        observation = toolbox.run(name, query)
-        return observation.text if observation.error else observation.value  # LangChain prints str(value)
-
-    return run
 
 
 def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> Any:
@@ -93,12 +82,12 @@ def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> A
     from langchain_classic.agents import AgentType, initialize_agent
     from langchain_classic.memory import ConversationBufferWindowMemory
     from langchain_core._api.deprecation import LangChainDeprecationWarning
-    from langchain_core.tools import Tool
 
+    from distill.agent.langchain_tools import langchain_tools
     from distill.agent.tools import ToolBox
     from distill.errors import DistillError
     from distill.generation.index import ChunkIndex
-    from distill.generation.pipeline import default_run_dir
+    from distill.run_folder import RunFolder, default_run_dir
 
     if config.agent.format != "langchain-chat":
         raise DistillError(
@@ -108,8 +97,8 @@ def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> A
 
     run_dir = Path(run) if run is not None else default_run_dir(config)
     needs_index = any(t.kind == "retriever" for t in config.tools)
-    toolbox = ToolBox(config, ChunkIndex.load(run_dir / "index") if needs_index else None)
-    tools = [Tool(name=t.name, description=t.description, func=_tool_fn(toolbox, t.name)) for t in config.tools]
+    toolbox = ToolBox(config, ChunkIndex.load(RunFolder(run_dir).index) if needs_index else None)
+    tools = langchain_tools(config, toolbox)  # LangChain / MCP (langchain-mcp-adapters) tools as they are
     with warnings.catch_warnings():  # this agent is deprecated in LangChain, and it is the runtime being served
         warnings.simplefilter("ignore", LangChainDeprecationWarning)
         memory = ConversationBufferWindowMemory(
@@ -127,15 +116,35 @@ def build_agent(config: Config, llm: Any, *, run: str | Path | None = None) -> A
 
 
 def _ask(agent: Any, question: str, printer: Any, out: TextIO) -> bool:
+    import openai
     from langchain_core.exceptions import OutputParserException
 
     try:
         agent.invoke({"input": question}, config={"callbacks": [printer]})
     except (OutputParserException, ValueError) as exc:  # LangChain raises when even its lenient parser gives up
+        printer.flush_note()
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"! the model's answer is not an agent action: {first[:300]}", file=out)
         return False
+    except openai.APIError as exc:  # inside the agent: the endpoint is down, or refuses the key or the model
+        raise _endpoint_error(exc, agent) from None
     return True
+
+
+def _endpoint_error(exc: Exception, agent: Any) -> Exception:
+    """A DistillError (one line in the CLI) for an endpoint that cannot be reached or refused the request."""
+    import openai
+
+    from distill.errors import DistillError
+
+    llm = getattr(getattr(agent.agent, "llm_chain", None), "llm", None)
+    url = getattr(llm, "openai_api_base", None) or "https://api.openai.com/v1"
+    hint = "check --base-url (or OPENAI_BASE_URL), that the server is up, the model id and OPENAI_API_KEY"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return DistillError(f"cannot reach the model endpoint at {url}: {type(cause).__name__}: {cause}", hint=hint)
+    status = getattr(exc, "status_code", None)
+    return DistillError(f"the model endpoint at {url} answered HTTP {status}: {str(exc)[:300]}", hint=hint)
 
 
 def chat(

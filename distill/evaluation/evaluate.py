@@ -2,48 +2,52 @@
 
 Owns `evaluate`. The questions are the first turns of the run's validation-split conversations (their source
 documents never fed the training split), with the reference answer and whether the reference used a tool; or a
-questions file. Each model answers through exactly the request the agent runtime sends at each step (the format
+questions file. Each model plays the agent in the shared agent loop (`distill.agent.loop`) as a policy behind the
+same engine as the teacher (`distill.teachers.openai_teacher.OpenAIModel`: rate limits learned from headers and 429s,
+Retry-After, back-off, the breaker), without a ledger or a meter: eval never writes into the run's teacher ledger
+and never changes its cost figures, and an endpoint refusing a model (401 / 403 / 404) is that model's finding,
+not a stopped run. Each model answers through exactly the request the agent runtime sends at each step (the format
 renders the messages and adds its `stop`, or its `tools` and `parallel_tool_calls`), the tools really run, up to
-`agent.max_steps` model calls. What goes back to the model is what it wrote: for `langchain-chat` the scratchpad
-carries its raw output (the runtime's `action.log`); for `openai-tools` its assistant message (content and native
-`tool_calls`, ids and argument text as returned), then one `tool` message per call with the matching id. Every answer
-is read by the format's strict reader (`read`: the raw text and finish reason, or the tool calls); every tool call
-of an accepted answer runs (parallel calls too); the first rejected answer ends the question. Figures and files:
-`distill.evaluation.report`.
+`agent.max_steps` model calls. What goes back to the model is what it wrote (`Format.messages_as_written`): for
+`langchain-chat` the scratchpad carries its raw output (the runtime's `action.log`); for `openai-tools` its assistant
+message (content and native `tool_calls`, ids and argument text as returned), then one `tool` message per call with
+the matching id. Every answer is read by the format's strict reader; every tool call of an accepted answer runs
+(parallel calls too); the first rejected answer ends the question. Figures and files: `distill.evaluation.report`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from distill.agent.loop import AgentLoop, StepResult
+from distill.agent.tools import ToolBox
 from distill.config import Config
-from distill.errors import RunFolderError
+from distill.endpoint import Endpoint, resolve_base_url, resolve_endpoint
+from distill.errors import RunFolderError, RunStopped
 from distill.evaluation.questions import EvalError, EvalQuestion, few_shot_demos, load_questions
 from distill.evaluation.report import EvalReport, ModelResult, Transcript, TranscriptStep
-from distill.teachers.base import TeacherReply
-from distill.trajectory import FINAL_ANSWER, Step
+from distill.formats.base import Format
+from distill.teachers.base import PacedTeacher, Teacher
+from distill.trajectory import FINAL_ANSWER, Step, Turn
 
 __all__ = [
     "EvalError",
     "EvalQuestion",
-    "ModelClient",
+    "Student",
     "evaluate",
     "few_shot_demos",
     "load_questions",
     "split_model_spec",
+    "student_model",
 ]
 
-
-# -- the model endpoint ----------------------------------------------------------------------------------------------
 _AT_URL = re.compile(r"^(?P<model>.+)@(?P<url>https?://\S+)$")
 
 
@@ -53,198 +57,107 @@ def split_model_spec(spec: str) -> tuple[str, str | None]:
     return (match["model"], match["url"]) if match else (spec.strip(), None)
 
 
-class ModelCallError(Exception):
-    """A model call that got no answer after the SDK's retries; `reason` is machine-readable."""
+def _local_policy(spec: str, config: Config) -> Teacher | None:
+    """An in-process policy for a local model folder or .gguf file (distill[train]); None for anything else."""
+    from distill.training.local_model import local_policy
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
+    return local_policy(spec, config)
 
 
-class ModelClient:
-    """A thin AsyncOpenAI chat-completions caller that keeps the raw text, tool calls and finish reason of every
-    answer."""
+def student_model(config: Config, model: str, endpoint: Endpoint, concurrency: int) -> Teacher:
+    """`model` at `endpoint` behind the engine, with the teacher section's retries, timeouts, back-off and breaker,
+    `concurrency` requests in flight, limits learned from the endpoint (the teacher's rpm / tpm are its own), no
+    ledger, no meter."""
+    from distill.teachers.openai_teacher import OpenAIModel
 
-    def __init__(self, model: str, base_url: str | None, *, max_retries: int, timeout_s: float) -> None:
-        from openai import AsyncOpenAI
-
-        self.model = model
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        key = os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if not self.base_url:
-                raise EvalError(
-                    "no endpoint: OPENAI_API_KEY is not set and no --base-url was given",
-                    hint="export OPENAI_API_KEY=... for OpenAI, or pass --base-url http://127.0.0.1:8080/v1 "
-                    "for a local OpenAI-compatible server",
-                )
-            key = "unused"  # local OpenAI-compatible servers (llama.cpp, vLLM, Ollama) ignore the key
-        self._client = AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=max_retries, timeout=timeout_s)
-
-    async def complete(self, messages: list[dict[str, Any]], **params: Any) -> tuple[TeacherReply, int]:
-        """One chat completion: the reply (content, finish reason, native tool calls as plain dicts) and its
-        completion tokens."""
-        import openai
-        from openai.types.chat import ChatCompletionMessageFunctionToolCall
-
-        try:
-            response = await self._client.chat.completions.create(model=self.model, messages=cast(Any, messages), **params)
-        except openai.APIStatusError as exc:
-            raise ModelCallError(f"http_{exc.status_code}", str(exc)[:300]) from None
-        except openai.APITimeoutError as exc:
-            raise ModelCallError("timeout", str(exc)[:300]) from None
-        except openai.APIConnectionError as exc:
-            raise ModelCallError("connection_error", f"{exc} ({self.base_url or 'api.openai.com'})"[:300]) from None
-        if not response.choices:
-            raise ModelCallError("no_choices", "the endpoint returned no choices")
-        choice = response.choices[0]
-        tokens = (getattr(response.usage, "completion_tokens", 0) or 0) if response.usage else 0
-        calls = [
-            {"id": call.id, "type": call.type or "function",
-             "function": {"name": call.function.name, "arguments": call.function.arguments}}
-            for call in (choice.message.tool_calls or []) if isinstance(call, ChatCompletionMessageFunctionToolCall)
-        ]
-        reply = TeacherReply(text=choice.message.content, finish_reason=choice.finish_reason, model=self.model,
-                             tool_calls=calls or None)
-        return reply, tokens
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.close()
+    settings = config.teacher.model_copy(
+        update={"concurrency": concurrency, "rpm": None, "tpm": None, "price": None, "base_url": endpoint.base_url}
+    )
+    return OpenAIModel.at(settings, model, endpoint, stop_on_refusal=False)
 
 
 # -- one model playing the agent ---------------------------------------------------------------------------------------
 @dataclass
-class _Player:
-    config: Config
-    fmt: Any
-    toolbox: Any
-    client: ModelClient
+class Student:
+    """A policy playing the agent on eval questions: the shared loop, with eval's messages and its transcripts."""
+
+    name: str
+    policy: Teacher
+    fmt: Format
+    toolbox: ToolBox
+    max_steps: int
     params: dict[str, Any]
     demos: list[dict[str, Any]] = field(default_factory=list)
+    base_url: str | None = None
     tokens: int = 0
 
-    def messages(self, question: str, steps: Sequence[Step]) -> list[dict[str, Any]]:
-        """The runtime's messages for the next step, with what the model itself wrote in place of the canonical
-        rendering: its raw outputs in the langchain-chat scratchpad (action.log); its own assistant messages (content,
-        tool-call ids and argument text) and the matching `tool_call_id`s for openai-tools."""
-        messages = self.fmt.messages_for_step([], question, steps)
-        if getattr(self.fmt, "name", None) == "langchain-chat":
-            start = len(messages) - 2 * len(steps)
-            for i, step in enumerate(steps):
-                messages[start + 2 * i]["content"] = step.raw
-        elif steps:
-            _echo_tool_calls(messages, steps)
+    def messages(self, earlier: Sequence[Turn], question: str, steps: Sequence[Step]) -> list[dict[str, Any]]:
+        """The runtime's messages with the model's own output echoed (`messages_as_written`), and the few-shot
+        demos after the system message."""
+        messages = self.fmt.messages_as_written(earlier, question, steps)
         return messages[:1] + self.demos + messages[1:] if self.demos else messages
 
-    def request_params(self) -> dict[str, Any]:
-        """What goes with the messages: the format's stop sequences, or its tools (as `Rollout.step_request`)."""
-        params = dict(self.params)
-        if self.fmt.stop is not None:
-            params["stop"] = self.fmt.stop
-        tools = getattr(self.fmt, "tools", None)
-        if tools:  # native tool calling: parallel calls as agent.parallel_tool_calls says (the fine-tuning lines' value)
-            params["tools"] = tools
-            params["parallel_tool_calls"] = bool(self.fmt.parallel_tool_calls)
-        return params
+    def loop(self) -> AgentLoop:
+        """The shared agent loop with eval's hooks: own output echoed, cut-off answers read (truncated) as rejects."""
+        return AgentLoop(self.fmt, self.policy, self.toolbox, self.max_steps, self.params, stage="eval",
+                         messages=self.messages, stop_at_cut_off=False)
 
     async def play(self, q: EvalQuestion) -> Transcript:
+        """One question, played to its end; the transcript holds every model call and its verdict."""
         transcript = Transcript(question=q.question, id=q.id, reference=q.reference,
                                 reference_used_tool=q.reference_used_tool)
-        taken: list[Step] = []
-        native = getattr(self.fmt, "tools", None) is not None  # tool calls of their own, with ids
-        for _ in range(self.config.agent.max_steps):
-            try:
-                reply, tokens = await self.client.complete(self.messages(q.question, taken), **self.request_params())
-            except ModelCallError as exc:
-                transcript.error, transcript.error_detail = exc.reason, exc.detail
-                return transcript
-            self.tokens += tokens
-            reading = self.fmt.read(reply)
-            raw = reading.raw if not reading.ok else (reading.steps[0].raw or None)
-            step = TranscriptStep(raw=raw, finish_reason=reply.finish_reason, ok=reading.ok, reason=reading.reason,
-                                  detail=reading.detail)
-            transcript.steps.append(step)
-            if not reading.ok:
-                step.action, step.known_action = _rejected_action(self.fmt, reply, str(reading.reason), self.toolbox)
-                return transcript
-            step.action = ", ".join(s.action for s in reading.steps)
-            step.known_action = all(s.is_final or s.action in self.toolbox for s in reading.steps)
-            if reading.final:
-                step.action_input = transcript.answer = reading.steps[-1].action_input
-                return transcript
-            for call in reading.steps:
-                observation = self.toolbox.run(call.action, call.action_input)
-                call.observation, call.tool_error = observation.text, observation.error
-                if native:
-                    step.calls.append({"id": call.call_id, "action": call.action, "action_input": call.action_input,
-                                       "observation": observation.text})
-            if len(reading.steps) == 1:
-                step.action_input, step.observation = reading.steps[0].action_input, reading.steps[0].observation
-            taken.extend(reading.steps)
+        try:
+            played = await self.loop().play_turn([], q.question)
+        except RunStopped as exc:  # the breaker: nothing succeeded for teacher.breaker_s seconds
+            transcript.error, transcript.error_detail = "stopped", exc.message
+            return transcript
+        self.tokens += sum(int(s.reply.usage.get("output", 0) or 0) for s in played.steps)
+        transcript.steps = [self._transcript_step(s) for s in played.steps]
+        if played.end == "failed":
+            transcript.error, transcript.error_detail = played.reason, played.detail
+        elif played.end == "answered":
+            transcript.answer = played.turn.answer
         return transcript
 
+    def _transcript_step(self, taken: StepResult) -> TranscriptStep:
+        reply, reading = taken.reply, taken.reading
+        raw = reading.raw if not reading.ok else (reading.steps[0].raw or None)
+        step = TranscriptStep(raw=raw, finish_reason=reply.finish_reason, ok=reading.ok, reason=reading.reason,
+                              detail=reading.detail)
+        if not reading.ok:
+            step.action, step.known_action = self._rejected_action(taken)
+            return step
+        step.action = ", ".join(s.action for s in reading.steps)
+        step.known_action = all(s.is_final or s.action in self.toolbox for s in reading.steps)
+        if reading.final:
+            step.action_input = reading.steps[-1].action_input
+            return step
+        if self.fmt.tools is not None:  # native tool calls: each with its own id
+            step.calls = [{"id": c.call_id, "action": c.action, "action_input": c.action_input,
+                           "observation": c.observation} for c in reading.steps]
+        if len(reading.steps) == 1:
+            step.action_input, step.observation = reading.steps[0].action_input, reading.steps[0].observation
+        return step
 
-def _echo_tool_calls(messages: list[dict[str, Any]], steps: Sequence[Step]) -> None:
-    """Put each model answer back as it came (content, tool-call ids, argument text) over the format's canonical
-    rendering of its calls, and give the `tool` messages the matching ids (an answer without ids keeps call_N)."""
-    calls = iter(steps)
-    ids: dict[str, str] = {}
-    for message in messages:
-        if message.get("role") == "assistant" and message.get("tool_calls"):
-            group = [next(calls) for _ in message["tool_calls"]]
-            sent = json.loads(group[0].raw) if group[0].raw else {}
-            raw_calls = sent.get("tool_calls") or []
-            if len(raw_calls) == len(group):
-                for rendered, original in zip(message["tool_calls"], raw_calls, strict=True):
-                    ids[rendered["id"]] = original.get("id") or rendered["id"]
-                    rendered["id"] = ids[rendered["id"]]
-                    rendered["function"]["arguments"] = original["function"]["arguments"]
-                message["content"] = sent.get("content")
-        elif message.get("role") == "tool" and message.get("tool_call_id") in ids:
-            message["tool_call_id"] = ids[message["tool_call_id"]]
-
-
-# rejects that come after the action (or function names) could be read: the answer's tool choice is judged
-_PARSED = {"unknown_action", "action_input_not_string", "action_input_schema", "empty_answer", "invalid_arguments",
-           "arguments_schema"}
-
-
-def _rejected_action(fmt: Any, reply: TeacherReply, reason: str, toolbox: Any) -> tuple[str | None, bool]:
-    """The action(s) a rejected answer named, when its structure could be read, and whether all are configured."""
-    if getattr(fmt, "name", None) == "langchain-chat":
-        name = _action_name(reply.text, reason)
-        return name, name == FINAL_ANSWER or name in toolbox
-    if reason == "empty_answer":  # no tool call and no text: an empty final answer
-        return FINAL_ANSWER, True
-    if reason not in _PARSED or not reply.tool_calls:
-        return None, False
-    names = [(c.get("function") or {}).get("name") if isinstance(c, dict) else None for c in reply.tool_calls]
-    return ", ".join(str(n) for n in names), all(isinstance(n, str) and n in toolbox for n in names)
+    def _rejected_action(self, taken: StepResult) -> tuple[str | None, bool]:
+        """The action(s) a rejected answer named, when its structure could be read, and whether all are configured."""
+        names = self.fmt.named_actions(taken.reply, str(taken.reading.reason))
+        if names is None:
+            return None, False
+        known = all(n is not None and (n == FINAL_ANSWER or n in self.toolbox) for n in names)
+        return ", ".join(str(n) for n in names), known
 
 
-def _action_name(text: str | None, reason: str) -> str | None:
-    """The action named by a langchain-chat answer that passed the structure checks but failed on its content."""
-    if reason not in _PARSED or not text:
-        return None
-    body = text.strip()
-    try:
-        data = json.loads(body[body.index("{") : body.rindex("}") + 1])
-    except ValueError:
-        return None
-    action = data.get("action") if isinstance(data, dict) else None
-    return action if isinstance(action, str) else None
-
-
-async def _run_model(player: _Player, questions: list[EvalQuestion], concurrency: int, progress: bool) -> list[Transcript]:
+async def _run_model(student: Student, questions: list[EvalQuestion], concurrency: int,
+                     progress: bool) -> list[Transcript]:
     from tqdm.auto import tqdm
 
     slots = asyncio.Semaphore(concurrency)
-    bar = tqdm(total=len(questions), desc=player.client.model, unit="q", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(questions), desc=student.name, unit="q", disable=not progress, dynamic_ncols=True)
 
     async def one(q: EvalQuestion) -> Transcript:
         async with slots:
-            result = await player.play(q)
+            result = await student.play(q)
         bar.update(1)
         return result
 
@@ -252,7 +165,13 @@ async def _run_model(player: _Player, questions: list[EvalQuestion], concurrency
         return list(await asyncio.gather(*(one(q) for q in questions)))
     finally:
         bar.close()
-        await player.client.aclose()
+        await student.policy.aclose()
+
+
+def _result(student: Student, transcripts: list[Transcript], seconds: float) -> ModelResult:
+    limits = student.policy.limits() if isinstance(student.policy, PacedTeacher) else None
+    return ModelResult(student.name, transcripts, seconds=seconds, completion_tokens=student.tokens,
+                       base_url=student.base_url, limits=limits)
 
 
 def evaluate(
@@ -272,10 +191,9 @@ def evaluate(
 ) -> EvalReport:
     """Evaluate each model as the agent on held-out questions; writes report.json, report.md and transcripts to
     `out` (default RUN/eval/) and returns the report."""
-    from distill.agent.tools import ToolBox
     from distill.formats import get_format
     from distill.generation.index import ChunkIndex
-    from distill.generation.pipeline import default_run_dir
+    from distill.run_folder import RunFolder, default_run_dir, output_folder
 
     if not models:
         raise EvalError("no model to evaluate", hint="pass --model NAME (repeat it to compare models)")
@@ -288,11 +206,13 @@ def evaluate(
     if dupes:
         raise EvalError(f"model(s) given twice: {', '.join(dupes)}")
     run_dir = Path(run) if run is not None else default_run_dir(config)
+    if out is not None:
+        output_folder(out)  # before any call: a folder the report cannot be written to fails now, not at the end
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: no such run folder", hint="run `distill generate CONFIG` or pass --run DIR")
     held_out = load_questions(run_dir, questions, n)
     needs_index = any(t.kind == "retriever" for t in config.tools)
-    toolbox = ToolBox(config, ChunkIndex.load(run_dir / "index") if needs_index else None)
+    toolbox = ToolBox(config, ChunkIndex.load(RunFolder(run_dir).index) if needs_index else None)
     fmt = get_format(config)
     demos = few_shot_demos(run_dir, few_shot) if few_shot else []
     params = {"temperature": temperature, "max_tokens": max_tokens}
@@ -300,17 +220,20 @@ def evaluate(
         config=str(config.path or config.name), run=str(run_dir),
         questions_source=str(questions) if questions else "validation split of the run",
         questions=len(held_out), settings={"max_steps": config.agent.max_steps, "few_shot": few_shot,
-                                            "base_url": base_url or os.environ.get("OPENAI_BASE_URL"), **params},
+                                            "base_url": resolve_base_url(base_url), **params},
     )
-    for model, url in specs:
-        client = ModelClient(model, url or base_url, max_retries=config.teacher.max_retries,
-                             timeout_s=config.teacher.timeout_s)
-        player = _Player(config, fmt, toolbox, client, params, demos)
+    policies: list[tuple[str, Teacher | None, Endpoint | None]] = []
+    for name, url in specs:  # a local model folder or .gguf plays in-process; anything else is an endpoint's model
+        local = _local_policy(name, config) if url is None and Path(name).exists() else None
+        endpoint = None if local else resolve_endpoint(url or base_url, needed_by=f"model {name!r}", error=EvalError)
+        policies.append((name, local, endpoint))
+    for model, local, endpoint in policies:
+        policy = local or student_model(config, model, endpoint, concurrency)  # type: ignore[arg-type]
+        where = endpoint.base_url if endpoint is not None else "in-process"
+        student = Student(model, policy, fmt, toolbox, config.agent.max_steps, params, demos, where)
         started = time.perf_counter()
-        transcripts = asyncio.run(_run_model(player, held_out, concurrency, progress))
-        seconds = time.perf_counter() - started
-        report.models[model] = ModelResult(model, transcripts, seconds=seconds, completion_tokens=player.tokens,
-                                           base_url=client.base_url)
-    report.write(Path(out) if out is not None else run_dir / "eval")
+        transcripts = asyncio.run(_run_model(student, held_out, concurrency, progress))
+        report.models[model] = _result(student, transcripts, time.perf_counter() - started)
+    report.write(Path(out) if out is not None else RunFolder(run_dir).eval)
     return report
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.errors import DistillError, RunFolderError
+from distill.errors import DistillError
+from distill.run_folder import RunFolder, load_trajectories, read_jsonl, read_manifest
 
 __all__ = ["EvalError", "EvalQuestion", "few_shot_demos", "load_questions"]
 
@@ -34,15 +35,10 @@ class EvalQuestion:
 
 
 def _validation_questions(run_dir: Path) -> list[EvalQuestion]:
-    from distill.generation.pipeline import load_trajectories
-
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise RunFolderError(f"{run_dir} has no manifest.json", hint="run `distill generate CONFIG` first")
-    held_out = set(json.loads(manifest_path.read_text(encoding="utf-8")).get("split", {}).get("validation_documents", []))
+    held_out = set(read_manifest(run_dir).split.validation_documents)
     if not held_out:
         raise EvalError(
-            f"{run_dir}/manifest.json: split.validation_documents is empty: no held-out questions",
+            f"{RunFolder(run_dir).manifest}: split.validation_documents is empty: no held-out questions",
             hint="set export.validation_fraction above 0 and re-export, or pass --questions FILE",
         )
     questions = []
@@ -95,12 +91,12 @@ def load_questions(run_dir: Path, questions_file: str | Path | None = None, n: i
 def few_shot_demos(run_dir: Path, k: int) -> list[dict[str, Any]]:
     """k demonstrations from the run's train.jsonl (shortest tool-using and direct examples, alternating),
     as the messages after each example's system message; inserted after the system message when `few_shot` > 0."""
-    path = run_dir / "train.jsonl"
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} has no train.jsonl for --few-shot", hint="run `distill generate CONFIG` first")
+    folder = RunFolder(run_dir)
+    path = folder.require(folder.train, purpose=" for --few-shot")
     pools: dict[bool, list[list[dict[str, Any]]]] = {True: [], False: []}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        messages = json.loads(line)["messages"]
+    rows: list[dict[str, Any]] = read_jsonl(path, hint="`distill export CONFIG --run RUN` rewrites it")
+    for row in rows:
+        messages = row["messages"]
         if any(m.get("weight") == 0 for m in messages):
             continue  # examples with chat history would show a conversation that is not this one
         body = [{key: value for key, value in m.items() if key != "weight"} for m in messages[1:]]

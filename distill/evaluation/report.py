@@ -16,7 +16,6 @@ transcripts/<model>.jsonl and failures/<model>.jsonl (each failing question with
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections import Counter
@@ -24,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.run_folder import REPORT_JSON, output_folder, write_json, write_jsonl, write_text
 from distill.trajectory import FINAL_ANSWER
 
 __all__ = ["EvalReport", "ModelResult", "Transcript", "TranscriptStep", "model_slug", "token_f1"]
@@ -130,6 +130,7 @@ class ModelResult:
     seconds: float = 0.0
     completion_tokens: int = 0
     base_url: str | None = None
+    limits: dict[str, Any] | None = None  # the engine's rate limits in force and where they came from
 
     def metrics(self) -> dict[str, Any]:
         """Every metric as {rate, count, total} (answer_f1 as {mean, count, answered})."""
@@ -172,6 +173,7 @@ class ModelResult:
             "metrics": metrics,
             "failures_by_reason": dict(Counter(t.failure for t in self.failures()).most_common()),
             "call_errors": dict(call_errors.most_common()),
+            "limits": self.limits,
             "timing": {
                 "seconds": round(self.seconds, 2),
                 "completion_tokens": self.completion_tokens,
@@ -276,19 +278,16 @@ class EvalReport:
 
     def write(self, out_dir: Path) -> None:
         """Write report.json, report.md, transcripts/ and failures/ under out_dir."""
-        self.out_dir = out_dir
+        self.out_dir = output_folder(out_dir)
         for sub in ("transcripts", "failures"):
             (out_dir / sub).mkdir(parents=True, exist_ok=True)
             for stale in (out_dir / sub).glob("*.jsonl"):  # an earlier eval's models must not look like this one's
                 stale.unlink()
-        (out_dir / "report.json").write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n",
-                                             encoding="utf-8")
-        (out_dir / "report.md").write_text(self.markdown(), encoding="utf-8")
+        write_json(out_dir / REPORT_JSON, self.to_dict())
+        write_text(out_dir / "report.md", self.markdown())
         for name, result in self.models.items():
             for sub, items in (("transcripts", result.transcripts), ("failures", result.failures())):
-                with (out_dir / sub / f"{model_slug(name)}.jsonl").open("w", encoding="utf-8") as fh:
-                    for t in items:
-                        fh.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+                write_jsonl(out_dir / sub / f"{model_slug(name)}.jsonl", (t.to_dict() for t in items))
 
 
 def _top_failure(d: dict[str, Any]) -> str:

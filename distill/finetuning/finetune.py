@@ -14,7 +14,6 @@ only and never written. The client, `sleep` and `clock` are injectable so tests 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -22,10 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.config import Config
+from distill.endpoint import resolve_base_url
 from distill.errors import FinetuneError, RunFolderError
 from distill.finetuning.cost import CostEstimate, estimate_cost
 from distill.finetuning.jobs import (
-    LEDGER,
     OPENAI_BASE_URL,
     TERMINAL,
     deferred_interrupt,
@@ -40,6 +40,7 @@ from distill.finetuning.jobs import (
     sha256_of,
     write_ledger,
 )
+from distill.run_folder import GENERATE_FIRST, MANIFEST, SPLITS, RunFolder, config_of, read_manifest
 
 __all__ = ["DEFAULT_POLL_S", "FinetuneResult", "finetune"]
 
@@ -63,29 +64,38 @@ class FinetuneResult:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _run_config(run_dir: Path) -> Any:
-    from pydantic import ValidationError
-
-    from distill.config import Config
-
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
+def _run_config(run_dir: Path) -> Config | None:
+    """The config recorded in the run's manifest; None without a manifest (a folder of hand-made files). A manifest
+    that cannot be read, or whose config no longer validates, is an error that names the fix."""
+    if not RunFolder(run_dir).manifest.is_file():
         return None
-    try:
-        return Config.model_validate(
-            json.loads(manifest_path.read_text(encoding="utf-8")).get("config") or {}
+    return config_of(read_manifest(run_dir), run_dir)
+
+
+def _target(model: str | None, recorded: str | None, config: Config | None, run_dir: Path) -> str:
+    """The model to fine-tune: `--model`, else the recorded job's, else the run's `export.model`."""
+    target = model or recorded or (config.export.model if config is not None else None)
+    if target is None:
+        raise RunFolderError(
+            f"{run_dir} records no config to take the fine-tuning target from (no {MANIFEST} with a config)",
+            hint="pass --model MODEL, e.g. --model gpt-4o-mini-2024-07-18",
         )
-    except (ValueError, ValidationError):
-        return None
+    return target
 
 
-def _lint(run_dir: Path, config: Any, model: str) -> dict[str, list[int]]:
+def _file(run_dir: Path, name: str, method: str) -> Path:
+    """train/validation file of a method: `dpo` trains on the preference pairs (export.preferences)."""
+    folder = RunFolder(run_dir)
+    return folder.preference_split(name) if method == "dpo" else folder.split(name)
+
+
+def _lint(run_dir: Path, config: Any, model: str, method: str = "supervised") -> dict[str, list[int]]:
     from distill.validation.lint import lint_file
 
     counts: dict[str, list[int]] = {}
     problems: list[str] = []
-    for name in ("train", "validation"):
-        path = run_dir / f"{name}.jsonl"
+    for name in SPLITS:
+        path = _file(run_dir, name, method)
         if not path.is_file() or not path.read_bytes().strip():
             continue
         report = lint_file(path, config, model=model)
@@ -95,12 +105,12 @@ def _lint(run_dir: Path, config: Any, model: str) -> dict[str, list[int]]:
         shown = "; ".join(problems[:5]) + (f"; ... and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise FinetuneError(
             f"the fine-tuning files have {len(problems)} problem(s), nothing was uploaded: {shown}",
-            hint=f"see them all with `distill validate {run_dir}/train.jsonl`",
+            hint=f"see them all with `distill validate {_file(run_dir, 'train', method)}`",
         )
     n = len(counts.get("train", []))
     if n < MIN_EXAMPLES:
         raise FinetuneError(
-            f"{run_dir}/train.jsonl has {n} examples; the fine-tuning service needs at least {MIN_EXAMPLES}",
+            f"{_file(run_dir, 'train', method)} has {n} examples; the fine-tuning service needs at least {MIN_EXAMPLES}",
             hint="generate more conversations (generation.conversations) or lower export.validation_fraction",
         )
     return counts
@@ -134,6 +144,8 @@ def finetune(
     cancel: bool = False,
     new: bool = False,
     estimate_only: bool = False,
+    method: str | None = None,
+    beta: float | None = None,
     base_url: str | None = None,
     price: float | None = None,
     poll_interval: float = DEFAULT_POLL_S,
@@ -149,36 +161,46 @@ def finetune(
     `model` defaults to the run's `export.model`; `epochs=None` leaves the epoch count to the service (the estimate
     uses its default rule); `price` overrides the USD per 1M training tokens of the price table; `estimate_only`
     lints and estimates without a key or any upload; `sleep` (between polls) and `clock` (the ledger's timestamps)
-    default to time.sleep and time.time. Raises FinetuneError for refused requests and failed jobs.
+    default to time.sleep and time.time. `method="dpo"` (default: the recorded job's, else supervised) trains on the run's preference pairs
+    (`preferences.train.jsonl`, `export.preferences: true`) with `method: {"type": "dpo", ...}`, `beta` its DPO beta.
+    Raises FinetuneError for refused requests and failed jobs.
     """
     say = echo or (lambda line: None)
     sleep = sleep or time.sleep
     clock = clock or time.time
     run_dir = Path(run)
-    if not (run_dir / "train.jsonl").is_file():
-        raise RunFolderError(f"{run_dir} has no train.jsonl", hint="run `distill generate CONFIG` first")
+    folder = RunFolder(run_dir)
+    ledger_path = folder.finetune
+    asked_method, ledger = method, read_ledger(ledger_path)
+    recorded = ledger.get("method") if (ledger.get("job") or {}).get("id") and not new else None
+    method = method or recorded or "supervised"  # a re-attach keeps the recorded job's method
+    if method not in ("supervised", "dpo"):
+        raise FinetuneError(f"method must be supervised or dpo, got {method!r}")
+    hint = "set export.preferences: true and run `distill export CONFIG`" if method == "dpo" else GENERATE_FIRST
+    folder.require(_file(run_dir, "train", method), hint)
+    if beta is not None and (method != "dpo" or beta <= 0):
+        raise FinetuneError("beta is a DPO hyperparameter: give a positive beta with method dpo")
     if epochs is not None and epochs < 1:
         raise FinetuneError(f"epochs must be at least 1, got {epochs}")
-    ledger_path = run_dir / LEDGER
-    ledger = read_ledger(ledger_path)
     config = _run_config(run_dir)
     job = ledger.get("job") or {}
 
     if estimate_only:
-        target = model or ledger.get("model") or (config.export.model if config else "gpt-4o-mini-2024-07-18")
-        counts = _lint(run_dir, config, target)
+        target = _target(model, ledger.get("model"), config, run_dir)
+        counts = _lint(run_dir, config, target, method)
         estimate = estimate_cost(counts["train"], target, epochs=epochs, usd_per_1m=price)
         say(f"estimate for {target}: {estimate.describe()}")
         return FinetuneResult(run_dir, ledger_path, job.get("id"), job.get("status"), estimate=estimate)
 
-    requested_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+    requested_url = resolve_base_url(base_url)
     reattach = bool(job.get("id")) and not new
     if reattach:
-        _check_same_job(ledger, run_dir, model=model, suffix=suffix, epochs=epochs, base_url=requested_url)
+        _check_same_job(ledger, run_dir, model=model, suffix=suffix, epochs=epochs, base_url=requested_url,
+                        method=asked_method)
         requested_url = requested_url or ledger.get("base_url")
     if cancel and not reattach:
         raise FinetuneError(
-            f"{ledger_path} records no job to cancel", hint="start one with `distill finetune RUN`"
+            f"{ledger_path} records no job to cancel", hint=f"start one with `distill finetune {run_dir}`"
         )
     client = client or make_client(requested_url, max_retries, timeout_s)
     service = public_url(str(getattr(client, "base_url", requested_url or OPENAI_BASE_URL)))
@@ -187,7 +209,7 @@ def finetune(
     if reattach:
         say(f"re-attached to job {job['id']} (recorded in {ledger_path})")
         uploaded = (ledger.get("files") or {}).get("train") or {}
-        if uploaded.get("sha256") and uploaded["sha256"] != sha256_of(run_dir / "train.jsonl"):
+        if uploaded.get("sha256") and uploaded["sha256"] != sha256_of(_file(run_dir, "train", ledger.get("method", ""))):
             say(
                 "note: train.jsonl changed since this job's upload; `--new` starts a job on the current files"
             )
@@ -200,10 +222,10 @@ def finetune(
             ledger.pop("last_event_id", None)
         if ledger.get("base_url") not in (None, service):
             ledger.pop("files", None)  # file ids of another service mean nothing here
-        target = model or (config.export.model if config else "gpt-4o-mini-2024-07-18")
-        counts = _lint(run_dir, config, target)
+        target = _target(model, None, config, run_dir)
+        counts = _lint(run_dir, config, target, method)
         estimate = estimate_cost(counts["train"], target, epochs=epochs, usd_per_1m=price)
-        say(f"{target}: {estimate.describe()}")
+        say(f"{target} ({method}): {estimate.describe()}")
         result.estimate = estimate
         ledger.update(
             {
@@ -211,6 +233,8 @@ def finetune(
                 "model": target,
                 "suffix": suffix,
                 "epochs": epochs,
+                "method": method,
+                "beta": beta,
                 "estimate": asdict(estimate),
             }
         )
@@ -232,7 +256,7 @@ def finetune(
     if result.status == "succeeded":
         say(f"job {job['id']} succeeded: fine-tuned model {job['fine_tuned_model']}")
     elif result.status == "cancelled":
-        say(f"job {job['id']} was cancelled; `distill finetune RUN --new` starts another")
+        say(f"job {job['id']} was cancelled; `distill finetune {run_dir} --new` starts another")
     elif not wait:
         say(f"job {job['id']} is {result.status}; `distill finetune {run_dir} --wait` watches it")
     return result
@@ -246,18 +270,19 @@ def _check_same_job(
     suffix: str | None,
     epochs: int | None,
     base_url: str | None,
+    method: str | None = None,
 ) -> None:
-    asked = {"model": model, "suffix": suffix, "epochs": epochs}
+    asked = {"model": model, "suffix": suffix, "epochs": epochs, "method": method}
     for key, value in asked.items():
-        if value is not None and value != ledger.get(key):
+        if value is not None and value != ledger.get(key, "supervised" if key == "method" else None):
             raise FinetuneError(
-                f"{run_dir}/{LEDGER} records job {ledger['job']['id']} with {key}={ledger.get(key)!r}, "
+                f"{RunFolder(run_dir).finetune} records job {ledger['job']['id']} with {key}={ledger.get(key)!r}, "
                 f"not {value!r}",
                 hint="drop the option to re-attach to that job, or pass --new to start another job",
             )
     if base_url and ledger.get("base_url") and public_url(base_url) != ledger["base_url"]:
         raise FinetuneError(
-            f"{run_dir}/{LEDGER} records job {ledger['job']['id']} on {ledger['base_url']}, not on "
+            f"{RunFolder(run_dir).finetune} records job {ledger['job']['id']} on {ledger['base_url']}, not on "
             f"{public_url(base_url)}",
             hint="point --base-url / OPENAI_BASE_URL at the service that runs it, or pass --new",
         )
@@ -273,10 +298,10 @@ def _create(
     say: Callable[[str], None],
 ) -> None:
     files = ledger.setdefault("files", {})
-    for name in ("train", "validation"):
+    for name in SPLITS:
         if name in counts:
             with deferred_interrupt():
-                files[name] = _upload(client, run_dir / f"{name}.jsonl", files.get(name), say)
+                files[name] = _upload(client, _file(run_dir, name, ledger.get("method", "")), files.get(name), say)
                 write_ledger(ledger_path, ledger, clock)
         else:
             files.pop(name, None)
@@ -285,11 +310,11 @@ def _create(
         kwargs["validation_file"] = files["validation"]["id"]
     if ledger.get("suffix"):
         kwargs["suffix"] = ledger["suffix"]
-    if ledger.get("epochs"):
-        kwargs["method"] = {
-            "type": "supervised",
-            "supervised": {"hyperparameters": {"n_epochs": ledger["epochs"]}},
-        }
+    hyper = {k: v for k, v in (("n_epochs", ledger.get("epochs")), ("beta", ledger.get("beta"))) if v}
+    if ledger.get("method") == "dpo":  # preference fine-tuning always names its method
+        kwargs["method"] = {"type": "dpo", "dpo": {"hyperparameters": hyper}}
+    elif hyper:
+        kwargs["method"] = {"type": "supervised", "supervised": {"hyperparameters": hyper}}
     with deferred_interrupt():
         try:  # no SDK retry: a retried create after a timeout could start a second job
             job = client.with_options(max_retries=0).fine_tuning.jobs.create(**kwargs)

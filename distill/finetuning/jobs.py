@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -20,7 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from distill.endpoint import OPENAI_URL, resolve_endpoint
 from distill.errors import FinetuneError
+from distill.run_folder import FINETUNE, write_json
 
 __all__ = [
     "LEDGER",
@@ -39,9 +40,9 @@ __all__ = [
     "write_ledger",
 ]
 
-LEDGER = "finetune.json"
+LEDGER = FINETUNE  # in the run folder
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-OPENAI_BASE_URL = "https://api.openai.com/v1"
+OPENAI_BASE_URL = OPENAI_URL  # what the ledger records when no base URL was set
 
 
 def read_ledger(path: Path) -> dict[str, Any]:
@@ -59,9 +60,7 @@ def read_ledger(path: Path) -> dict[str, Any]:
 def write_ledger(path: Path, ledger: dict[str, Any], clock: Callable[[], float]) -> None:
     """Write the ledger atomically, stamped with `clock()` as `updated_at`."""
     ledger["updated_at"] = datetime.fromtimestamp(clock(), UTC).isoformat(timespec="seconds")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(ledger, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json(path, ledger)
 
 
 @contextlib.contextmanager
@@ -98,17 +97,13 @@ def sha256_of(path: Path) -> str:
 
 
 def make_client(base_url: str | None, max_retries: int, timeout_s: float) -> Any:
-    """The OpenAI client for `base_url` (None: OPENAI_BASE_URL, else OpenAI); the key from OPENAI_API_KEY."""
-    key = os.environ.get("OPENAI_API_KEY")
-    if not key:
-        raise FinetuneError(
-            "OPENAI_API_KEY is not set",
-            hint="export OPENAI_API_KEY=... (and OPENAI_BASE_URL or --base-url for another OpenAI-compatible "
-            "service); `--estimate` shows the cost without a key",
-        )
+    """The OpenAI client for `base_url` (None: OPENAI_BASE_URL, else OpenAI); the key from OPENAI_API_KEY
+    (`distill.endpoint`)."""
+    endpoint = resolve_endpoint(base_url, key_required=True, needed_by="fine-tuning",
+                                alternative="`--estimate` shows the cost without a key", error=FinetuneError)
     from openai import OpenAI
 
-    return OpenAI(api_key=key, base_url=base_url, max_retries=max_retries, timeout=timeout_s)
+    return OpenAI(api_key=endpoint.api_key, base_url=endpoint.base_url, max_retries=max_retries, timeout=timeout_s)
 
 
 def service_error(exc: Exception, doing: str, job_id: str | None = None) -> FinetuneError:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from distill.config import is_object_schema
+from distill.schema import DuplicateKeyError, loads_unique, schema_problem
 from distill.trajectory import FINAL_ANSWER, Reason
 
 __all__ = [
@@ -78,40 +79,12 @@ def render_action(action: str, action_input: str) -> str:
     return f'{_FENCE}json\n{{\n    "action": {a},\n    "action_input": {i}\n}}\n{_FENCE}'
 
 
-class _DuplicateKeys(Exception):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
-    if dupes:
-        raise _DuplicateKeys(f"duplicate key(s) {dupes}")
-    return dict(pairs)
-
-
 def _whole_block(text: str) -> str | None:
     """The body when the whole message is one ```json fence (answers may themselves contain ``` fences)."""
     stripped = text.strip()
     if stripped.startswith(f"{_FENCE}json\n") and stripped.endswith(_FENCE) and len(stripped) > 11:
         return stripped[len(_FENCE) + 5 : -len(_FENCE)]
     return None
-
-
-_validators: dict[int, Any] = {}
-
-
-def _schema_errors(schema: Mapping[str, Any], value: Any) -> str | None:
-    import jsonschema
-
-    key = id(schema)
-    validator = _validators.get(key)
-    if validator is None or validator.schema is not schema:
-        cls = jsonschema.validators.validator_for(schema)
-        validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
-        _validators[key] = validator
-    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
-    return None if error is None else error.message
 
 
 def check_action(
@@ -130,8 +103,8 @@ def check_action(
     body = _whole_block(text)
     if body is not None:
         try:
-            return _check_object(json.loads(body, object_pairs_hook=_no_duplicate_keys), tools)
-        except _DuplicateKeys as exc:
+            return _check_object(loads_unique(body), tools)
+        except DuplicateKeyError as exc:
             return Verdict.reject(Reason.BAD_KEYS, str(exc))
         except ValueError:
             pass  # not one valid block after all: classify below
@@ -153,8 +126,8 @@ def check_action(
         snippet = outside[:60].replace("\n", " ")
         return Verdict.reject(Reason.TEXT_OUTSIDE_BLOCK, f"text outside the json block: {snippet!r}")
     try:
-        data = json.loads(block.group(2), object_pairs_hook=_no_duplicate_keys)
-    except _DuplicateKeys as exc:
+        data = loads_unique(block.group(2))
+    except DuplicateKeyError as exc:
         return Verdict.reject(Reason.BAD_KEYS, str(exc))
     except ValueError as exc:
         return Verdict.reject(Reason.INVALID_JSON, f"not valid JSON: {exc}")
@@ -189,11 +162,11 @@ def _check_object(data: Any, tools: Mapping[str, ToolSpec] | None) -> Verdict:
             value: Any = action_input
             if is_object_schema(spec.input_schema):  # structured arguments travel as the JSON text of an object
                 try:
-                    value = json.loads(action_input, object_pairs_hook=_no_duplicate_keys)
-                except (ValueError, _DuplicateKeys) as exc:
+                    value = loads_unique(action_input)
+                except ValueError as exc:
                     detail = f"action_input of {action} must be the JSON text of its arguments: {exc}"
                     return Verdict.reject(Reason.INVALID_ARGUMENTS, detail)
-            problem = _schema_errors(spec.input_schema, value)
+            problem = schema_problem(dict(spec.input_schema), value)
             if problem:
                 return Verdict.reject(Reason.ACTION_INPUT_SCHEMA, f"action_input fails the {action} schema: {problem}")
     return Verdict(ok=True, action=Action(action, action_input))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from distill.config import Config
-from distill.formats.base import NotRenderable, Reading
+from distill.formats.base import STRUCTURE_READ, NotRenderable, Reading
 from distill.formats.langchain_actions import ToolSpec, check_action, render_action
 from distill.trajectory import Reason, Step, Trajectory, Turn
 
@@ -40,6 +40,8 @@ class LangChainChatFormat:
     """Renders trajectories as the messages LangChain's ConversationalChatAgent sends at each step."""
 
     name = "langchain-chat"
+    tools: list[dict[str, Any]] | None = None  # the tools are described in the prompt, not sent
+    parallel_tool_calls: bool | None = None
 
     def __init__(self, config: Config) -> None:
         from langchain_classic.agents import ConversationalChatAgent
@@ -53,7 +55,7 @@ class LangChainChatFormat:
         self.template_tool_response = TEMPLATE_TOOL_RESPONSE
         self.memory_window = config.agent.memory_window
         self.tool_specs = {t.name: ToolSpec(t.name, t.input_schema) for t in config.tools}
-        self.stop = list(STOP_SEQUENCES)
+        self.stop: list[str] | None = list(STOP_SEQUENCES)
         self._structured = frozenset(t.name for t in config.tools if t.structured)
         self._cache: dict[tuple[Any, str], tuple[tuple[str, str], ...]] = {}
         last = self.prompt.messages[-1]
@@ -101,6 +103,16 @@ class LangChainChatFormat:
             messages.append({"role": "user", "content": observation})
         return messages
 
+    def messages_as_written(
+        self, earlier: Sequence[Turn], question: str, steps: Sequence[Step]
+    ) -> list[dict[str, Any]]:
+        """`messages_for_step` with the model's own raw outputs in the scratchpad (the runtime's `action.log`)."""
+        messages = self.messages_for_step(earlier, question, steps)
+        start = len(messages) - 2 * len(steps)
+        for i, step in enumerate(steps):
+            messages[start + 2 * i]["content"] = step.raw
+        return messages
+
     # -- parsing the model's answer ----------------------------------------------------------------------------
     def check(self, text: str | None, finish_reason: str | None = None):
         """Strictly check one model answer against this agent's tools."""
@@ -117,6 +129,19 @@ class LangChainChatFormat:
         if action in self._structured:  # the record keeps structured arguments as canonical JSON text
             action_input = json.dumps(json.loads(action_input), ensure_ascii=False)
         return Reading(ok=True, steps=[Step(action=action, action_input=action_input, raw=text or "")])
+
+    def named_actions(self, reply: Any, reason: str) -> list[str | None] | None:
+        """The action a rejected answer named when it passed the structure checks but failed on its content."""
+        text = reply.text
+        if reason not in STRUCTURE_READ or not text:
+            return None
+        body = text.strip()
+        try:
+            data = json.loads(body[body.index("{") : body.rindex("}") + 1])
+        except ValueError:
+            return None
+        action = data.get("action") if isinstance(data, dict) else None
+        return [action] if isinstance(action, str) else None
 
     # -- fine-tuning lines ---------------------------------------------------------------------------------------
     def render_turn(self, earlier: Sequence[Turn], turn: Turn) -> dict[str, Any]:

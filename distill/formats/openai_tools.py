@@ -20,11 +20,11 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-from distill.config import Config, is_object_schema, schema_problem
-from distill.formats.base import NotRenderable, Reading
+from distill.config import Config, is_object_schema
+from distill.formats.base import STRUCTURE_READ, NotRenderable, Reading
+from distill.schema import loads_unique, schema_problem, validator
 from distill.trajectory import FINAL_ANSWER, Reason, Step, Trajectory, Turn
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "OpenAIToolsFormat", "check_line", "tool_definition", "tool_parameters"]
@@ -51,19 +51,6 @@ def tool_definition(tool: Any) -> dict[str, Any]:
     }
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 def _reject(reason: str, detail: str, raw: str | None) -> Reading:
     return Reading(ok=False, reason=str(reason), detail=detail, raw=raw)
 
@@ -72,14 +59,14 @@ class OpenAIToolsFormat:
     """Renders trajectories as the messages a native tool-calling runtime sends, and reads `tool_calls` strictly."""
 
     name = "openai-tools"
-    stop = None
+    stop: list[str] | None = None  # native tool calls need no stop sequences
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.system_prompt = config.agent.system_prompt or DEFAULT_SYSTEM_PROMPT
         self.memory_window = config.agent.memory_window
-        self.parallel_tool_calls = config.agent.parallel_tool_calls
-        self.tools = [tool_definition(t) for t in config.tools]
+        self.parallel_tool_calls: bool | None = config.agent.parallel_tool_calls
+        self.tools: list[dict[str, Any]] | None = [tool_definition(t) for t in config.tools]
         self._parameters = {t.name: tool_parameters(t) for t in config.tools}
         self._structured = frozenset(t.name for t in config.tools if t.structured)
 
@@ -127,6 +114,33 @@ class OpenAIToolsFormat:
         self._steps(steps, number, messages)
         return messages
 
+    def messages_as_written(
+        self, earlier: Sequence[Turn], question: str, steps: Sequence[Step]
+    ) -> list[dict[str, Any]]:
+        """`messages_for_step` with this turn's answers as they came (content, tool-call ids, argument text) over the
+        canonical rendering of their calls, and the `tool` messages' ids matching (an answer without ids keeps
+        call_N)."""
+        messages = self.messages_for_step(earlier, question, steps)
+        if not steps:
+            return messages
+        mine = self._prefix(earlier, question)[0]
+        calls = iter(steps)
+        ids: dict[str, str] = {}
+        for message in messages[len(mine) :]:
+            if message.get("role") == "assistant" and message.get("tool_calls"):
+                group = [next(calls) for _ in message["tool_calls"]]
+                sent = json.loads(group[0].raw) if group[0].raw else {}
+                raw_calls = sent.get("tool_calls") or []
+                if len(raw_calls) == len(group):
+                    for rendered, original in zip(message["tool_calls"], raw_calls, strict=True):
+                        ids[rendered["id"]] = original.get("id") or rendered["id"]
+                        rendered["id"] = ids[rendered["id"]]
+                        rendered["function"]["arguments"] = original["function"]["arguments"]
+                    message["content"] = sent.get("content")
+            elif message.get("role") == "tool" and message.get("tool_call_id") in ids:
+                message["tool_call_id"] = ids[message["tool_call_id"]]
+        return messages
+
     # -- reading the model's answer ----------------------------------------------------------------------------
     def read(self, reply: Any) -> Reading:
         """A teacher reply (`TeacherReply`) checked strictly: its tool calls as steps, or the final answer."""
@@ -159,7 +173,7 @@ class OpenAIToolsFormat:
                 detail = f"tool_calls[{k}] ({name}) arguments are a {type(text).__name__}, not a JSON string"
                 return _reject(Reason.INVALID_ARGUMENTS, detail, raw)
             try:
-                arguments = json.loads(text, object_pairs_hook=_unique_keys)
+                arguments = loads_unique(text)
             except ValueError as exc:
                 return _reject(Reason.INVALID_ARGUMENTS, f"tool_calls[{k}] ({name}) arguments are not valid JSON: {exc}", raw)
             if not isinstance(arguments, dict):
@@ -172,6 +186,16 @@ class OpenAIToolsFormat:
             call_id = call.get("id") if isinstance(call.get("id"), str) else None
             steps.append(Step(action=name, action_input=action_input, raw=raw or "", call_id=call_id, parallel=k > 0))
         return Reading(ok=True, steps=steps)
+
+    def named_actions(self, reply: Any, reason: str) -> list[str | None] | None:
+        """The functions a rejected answer called (FINAL_ANSWER for an empty text answer), when they could be read."""
+        if reason == Reason.EMPTY_ANSWER:  # no tool call and no text: an empty final answer
+            return [FINAL_ANSWER]
+        if reason not in STRUCTURE_READ or not reply.tool_calls:
+            return None
+        functions = [c.get("function") if isinstance(c, dict) else None for c in reply.tool_calls]
+        names = [f.get("name") if isinstance(f, dict) else None for f in functions]
+        return [n if isinstance(n, str) else None for n in names]
 
     # -- fine-tuning lines ---------------------------------------------------------------------------------------
     def render_turn(self, earlier: Sequence[Turn], turn: Turn) -> dict[str, Any]:
@@ -200,25 +224,6 @@ class OpenAIToolsFormat:
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-@lru_cache(maxsize=512)
-def _validator(schema_text: str) -> Any:
-    import jsonschema
-
-    schema = json.loads(schema_text)
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
-
-
-def _problem(schema: Any, value: Any) -> str | None:
-    import jsonschema
-
-    validator = _validator(json.dumps(schema, sort_keys=True))
-    if validator.is_valid(value):
-        return None
-    return jsonschema.exceptions.best_match(validator.iter_errors(value)).message
-
-
 def _line_parameters(example: dict[str, Any], out: list[tuple[str, str, int | None]]) -> dict[str, Any] | None:
     """The line's functions and their parameters; None when `tools` is malformed (the generic checks report it)."""
     import jsonschema
@@ -244,7 +249,7 @@ def _line_parameters(example: dict[str, Any], out: list[tuple[str, str, int | No
         if parameters.get("type") != "object":
             out.append(("bad_tools", f"tools[{i}] ({name}) parameters must be a JSON Schema of type object", None))
         try:
-            _validator(json.dumps(parameters, sort_keys=True))
+            validator(parameters)
         except jsonschema.SchemaError as exc:
             out.append(("bad_tools", f"tools[{i}] ({name}) parameters is not a valid JSON Schema: {exc.message}", None))
             continue
@@ -296,7 +301,7 @@ def check_line(
                 out.append((str(Reason.UNKNOWN_ACTION), f"tool_calls[{j}] calls {name!r}, not a defined tool ({known})", i))
                 continue
             try:
-                arguments = json.loads(text, object_pairs_hook=_unique_keys) if isinstance(text, str) else None
+                arguments = loads_unique(text) if isinstance(text, str) else None
             except ValueError as exc:
                 out.append((str(Reason.INVALID_ARGUMENTS), f"tool_calls[{j}] ({name}) arguments are not JSON: {exc}", i))
                 continue
@@ -304,7 +309,7 @@ def check_line(
                 detail = f"tool_calls[{j}] ({name}) arguments are not the JSON text of an object"
                 out.append((str(Reason.INVALID_ARGUMENTS), detail, i))
                 continue
-            problem = _problem(parameters[name], arguments)
+            problem = schema_problem(parameters[name], arguments)
             if problem:
                 out.append((str(Reason.ARGUMENTS_SCHEMA), f"tool_calls[{j}] ({name}) arguments fail its schema: {problem}", i))
     if max_steps is not None and steps > max_steps:

@@ -11,6 +11,8 @@ plans extra conversations for it (the shortfall divided by the kind's acceptance
 within `generation.max_extra_conversations`, for at most five rounds. Extra plans continue the numbering of the
 original plans and are reproducible from config + seed + the earlier outcomes, so a resumed run plans the same ones.
 A kind that has had no conversation accepted at all is not topped up (more of the same would be rejected too).
+A conversation counts for its kind only when it is one (`as_planned`): a `direct` one whose teacher called a tool, or
+a `tool` one answered without a tool, is accepted data but is counted as `off_plan`, not towards the kind's target.
 When the mix cannot be met the run says so: a warning, and `mix_met: false` with the reason in the manifest.
 """
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distill.config import Config
+from distill.formats.base import Format
 from distill.generation.dedup import find_duplicates
 from distill.generation.questions import _counts, _eligible_tools
 from distill.generation.sources import Chunk
@@ -34,6 +37,7 @@ __all__ = [
     "MAX_ROUNDS",
     "TopUp",
     "allowed_shortfall",
+    "as_planned",
     "exportable_ids",
     "extra_budget",
     "mix_targets",
@@ -70,18 +74,29 @@ def _rate(accepted: int, requested: int) -> float | None:
     return round(accepted / requested, 3) if requested else None
 
 
+def as_planned(t: Trajectory) -> bool:
+    """True when a conversation is of its planned kind: a `direct` one calls no tool, a `tool` one calls one first."""
+    if t.kind == "direct":
+        return not any(not s.is_final for turn in t.turns for s in turn.steps)
+    if t.kind == "tool":
+        return bool(t.turns) and any(not s.is_final for s in t.turns[0].steps)
+    return True
+
+
 def _kind_cells(config: Config, trajectories: Sequence[Trajectory], accepted: set[str]) -> dict[str, dict[str, Any]]:
     targets = mix_targets(config)
     slack = allowed_shortfall(config)
     shares = config.generation.mix.model_dump()
     requested: Counter[str] = Counter(t.kind for t in trajectories)
-    got: Counter[str] = Counter(t.kind for t in trajectories if t.id in accepted)
+    got: Counter[str] = Counter(t.kind for t in trajectories if t.id in accepted and as_planned(t))
+    off: Counter[str] = Counter(t.kind for t in trajectories if t.id in accepted and not as_planned(t))
     return {
         k: {
             "share": shares[k],
             "target": targets[k],
             "requested": requested[k],
             "accepted": got[k],
+            "off_plan": off[k],
             "rate": _rate(got[k], requested[k]),
             "met": got[k] >= targets[k] - slack,
         }
@@ -131,7 +146,7 @@ def summarize_coverage(config: Config, trajectories: Sequence[Trajectory]) -> di
     }
 
 
-def exportable_ids(config: Config, trajectories: Sequence[Trajectory], fmt: Any, cache: dict[str, int]) -> set[str]:
+def exportable_ids(config: Config, trajectories: Sequence[Trajectory], fmt: Format, cache: dict[str, int]) -> set[str]:
     """Ids of the conversations export would keep: accepted, within the token limit, not duplicates.
 
     `cache` keeps each conversation's largest example token count between calls (trajectories do not change).
@@ -221,7 +236,7 @@ async def top_up(
     chunks: Sequence[Chunk],
     plans: Sequence[Plan],
     trajectories: Sequence[Trajectory],
-    fmt: Any,
+    fmt: Format,
     roll: Callable[[list[Plan]], Awaitable[list[Trajectory]]],
 ) -> TopUp:
     """Roll out extra conversations for kinds short of their mix target, within the budget (see the module doc)."""

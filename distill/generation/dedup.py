@@ -17,6 +17,7 @@ conversation it duplicated), so the manifest's accounting still closes: requeste
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections import Counter
@@ -31,6 +32,7 @@ __all__ = [
     "Duplicate",
     "drop_duplicates",
     "find_duplicates",
+    "line_key",
     "normalize",
     "question_key",
     "shingles",
@@ -155,6 +157,11 @@ def drop_duplicates(trajectories: Sequence[Trajectory], settings: Any) -> list[D
     for dup in found:
         by_id[dup.id].reject("export", dup.reason, dup.detail(), None)
     return found
+
+
+def line_key(example: dict[str, Any]) -> str:
+    """What makes two fine-tuning lines the same line: their JSON with sorted keys."""
+    return json.dumps(example, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def summarize_duplicates(found: Sequence[Duplicate], settings: Any) -> dict[str, Any]:

@@ -8,17 +8,21 @@ and tokens per conversation, whether paid now or replayed) to `generation.conver
 teacher's price, and times it by the binding limit: `teacher.concurrency` / mean latency, the requests-per-minute
 limit (configured, announced in headers, or learned from 429s) or the tokens-per-minute limit. The pilot always runs
 online (a batch pilot could wait a day); the projection also shows the batch / flex price (half).
+
+A run folder that holds a finished full run is not estimated into: the pilot would replace its dataset files with
+the pilot's few examples. `force=True` (`--force`) does it anyway (the ledger keeps every answer, so a later
+`distill generate` rebuilds the full run without paying again).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distill.config import Config
+from distill.run_folder import default_run_dir, read_manifest
 from distill.teachers.costs import BATCH_DISCOUNT
 
 __all__ = ["Estimate", "estimate"]
@@ -87,11 +91,15 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def estimate(config: Config, out: str | Path | None = None, *, pilot: int = 10, progress: bool = True) -> Estimate:
+def estimate(
+    config: Config, out: str | Path | None = None, *, pilot: int = 10, progress: bool = True, force: bool = False
+) -> Estimate:
     """Run a pilot of `pilot` conversations in the run folder and project the full run."""
     from distill.generation.coverage import extra_budget
     from distill.generation.pipeline import generate
 
+    if not force:
+        _refuse_full_run(Path(out) if out is not None else default_run_dir(config))
     size = max(1, min(pilot, config.generation.conversations))
     online = config.teacher.mode == "online" and config.teacher.service_tier != "flex"
     if not online:  # the pilot runs online and at once (priced online); the projection shows the batch price too
@@ -100,7 +108,7 @@ def estimate(config: Config, out: str | Path | None = None, *, pilot: int = 10, 
         config = config.model_copy(update={"teacher": teacher})
         config._path = path
     result = generate(config, out, progress=progress, fresh=True, pilot=size)
-    manifest = json.loads(result.manifest.read_text(encoding="utf-8"))
+    manifest = read_manifest(result.run_dir).as_dict()
     counts = result.conversations
     usage = manifest.get("teacher_usage") or {}
     consumed = (usage.get("this_invocation") or {}).get("consumed_by_stage", {})
@@ -145,6 +153,26 @@ def estimate(config: Config, out: str | Path | None = None, *, pilot: int = 10, 
         spent_usd=(usage.get("run_folder") or {}).get("usd") if priced else (0.0 if offline else None),
         limits=usage.get("limits", {}),
         notes=notes,
+    )
+
+
+def _refuse_full_run(run_dir: Path) -> None:
+    """Raise when `run_dir` holds a finished full run, whose dataset a pilot would replace."""
+    from distill.errors import DistillError, RunFolderError
+
+    try:
+        manifest = read_manifest(run_dir).as_dict()
+    except RunFolderError:  # no manifest (a new folder), or one that is not a finished run's
+        return
+    if not isinstance(manifest, dict) or "pilot" in (manifest.get("top_up") or {}):
+        return
+    examples = manifest.get("examples") or {}
+    raise DistillError(
+        f"{run_dir} holds a full run ({(manifest.get('conversations') or {}).get('requested', '?')} conversations, "
+        f"{examples.get('train', '?')} train + {examples.get('validation', '?')} validation examples); "
+        "an estimate would replace its dataset with the pilot's",
+        hint="give the estimate another --out, or pass --force (the ledger keeps every answer: "
+        "`distill generate` rebuilds the full run for free)",
     )
 
 

@@ -2,31 +2,36 @@
 
 Reads the rollout stage's trajectories, renders the accepted ones with the agent format (a trajectory the format
 cannot express, e.g. parallel tool calls as langchain-chat, is rejected as `format_dependent`), rejects examples over
-the target model's per-example token limit, splits by source document (no document feeds both files) and writes
-`train.jsonl`, `validation.jsonl`, `rejected.jsonl` and `manifest.json`. It makes no teacher call, so it can be
+the target model's per-example token limit, splits by source document (no document feeds both files), leaves out a line
+already written (two multi-turn conversations may share their first turn: `duplicates.lines` in the manifest counts
+them) and writes `train.jsonl`, `validation.jsonl`, `rejected.jsonl` and `manifest.json` (distill/run_folder.py). It makes no teacher call, so it can be
 rerun at will on a run folder.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill.config import Config
-from distill.formats import NotRenderable
+from distill.formats import Format, NotRenderable
 from distill.generation.coverage import summarize_coverage
-from distill.generation.dedup import drop_duplicates, summarize_duplicates
+from distill.generation.dedup import drop_duplicates, line_key, summarize_duplicates
+from distill.generation.judge import apply_verdicts
 from distill.redact import redact, secret_values
+from distill.run_folder import RunFolder, write_json, write_jsonl
 from distill.tokens import count_example, default_epochs, example_limit, token_stats
 from distill.trajectory import Reason, Trajectory
 
-__all__ = ["ExportResult", "export_run", "split_documents", "write_jsonl"]
+__all__ = ["ExportResult", "export_run", "split_documents"]
 
+TOOL_ERROR_WARN_RATE = 0.2  # a tool whose calls error more often than this is named in a warning
+log = logging.getLogger(__name__)
 OFFLINE_NOTE = (
     "Written by distill's offline deterministic teacher (no language model): a grounded stand-in for running the "
     "pipeline without an API key. Use a real teacher (teacher.provider: openai) for data worth training on."
@@ -42,18 +47,6 @@ class ExportResult:
     rejected: Path
     manifest: Path
     counts: dict[str, Any]
-
-
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Write rows as JSON lines (UTF-8, no ASCII escaping) atomically; returns the number written."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    n = 0
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
-    tmp.replace(path)
-    return n
 
 
 def split_documents(counts: dict[str, int], fraction: float, seed: int) -> set[str]:
@@ -97,11 +90,27 @@ def _simulated_counts(accepted: Sequence[Trajectory]) -> dict[str, Any]:
     }
 
 
+def _tool_counts(trajectories: Sequence[Trajectory]) -> dict[str, dict[str, Any]]:
+    """Calls and errors per tool over every recorded conversation; a warning names tools that error often."""
+    counts: dict[str, dict[str, Any]] = {}
+    for step in (s for t in trajectories for turn in t.turns for s in turn.steps if not s.is_final):
+        row = counts.setdefault(step.action, {"calls": 0, "errors": 0})
+        row["calls"] += 1
+        row["errors"] += bool(step.tool_error)
+    for name, row in counts.items():
+        row["error_rate"] = round(row["errors"] / row["calls"], 3)
+        if row["error_rate"] > TOOL_ERROR_WARN_RATE:
+            log.warning("tool %r errored in %d of %d calls (%.0f%%); check it, or set generation.reject_tool_errors: "
+                        "true to keep such conversations out of the data", name, row["errors"], row["calls"],
+                        100 * row["error_rate"])
+    return counts
+
+
 def export_run(
     config: Config,
     run_dir: Path,
     trajectories: Sequence[Trajectory],
-    fmt: Any,
+    fmt: Format,
     *,
     extra_manifest: dict[str, Any] | None = None,
     validation_documents: set[str] | None = None,
@@ -109,9 +118,15 @@ def export_run(
     """Render, token-check, split and write the run's dataset files and manifest."""
     model = config.export.model
     limit = config.export.max_example_tokens or example_limit(model)
+    judged = apply_verdicts(config, trajectories)  # judge_<criterion> rejections from the stored verdicts
     lines: dict[str, list[tuple[dict[str, Any], int]]] = {}
     for t in trajectories:
         if t.outcome != "accepted":
+            continue
+        failed = next((s for turn in t.turns for s in turn.steps if s.tool_error), None)
+        if failed is not None and config.generation.reject_tool_errors:
+            detail = f"the {failed.action} call failed: {(failed.observation or '')[:200]}"
+            t.reject("export", str(Reason.TOOL_ERROR), detail, None)
             continue
         try:
             examples = fmt.render(t)
@@ -136,13 +151,20 @@ def export_run(
     val_rows: list[dict[str, Any]] = []
     train_tokens: list[int] = []
     val_tokens: list[int] = []
+    seen: set[str] = set()  # no line twice in train + validation (two conversations may share a first turn)
+    repeated: Counter[str] = Counter()
     for t in accepted:
         is_val = t.doc_id in validation_docs
         for example, n in lines[t.id]:
+            key = line_key(example)
+            if key in seen:
+                repeated["validation" if is_val else "train"] += 1
+                continue
+            seen.add(key)
             (val_rows if is_val else train_rows).append(example)
             (val_tokens if is_val else train_tokens).append(n)
 
-    paths = {name: run_dir / f"{name}.jsonl" for name in ("train", "validation", "rejected")}
+    paths = {name: RunFolder(run_dir).split(name) for name in ("train", "validation", "rejected")}
     write_jsonl(paths["train"], train_rows)
     write_jsonl(paths["validation"], val_rows)
     bad = [t for t in trajectories if t.outcome != "accepted"]
@@ -171,8 +193,12 @@ def export_run(
         "rejects_by_stage": dict(Counter(t.stage for t in bad).most_common()),
         "accepted_by_kind": dict(Counter(t.kind for t in accepted).most_common()),
         "simulated_tools": _simulated_counts(accepted),
+        "tools": _tool_counts(trajectories),
         "coverage": summarize_coverage(config, trajectories),
-        "duplicates": summarize_duplicates(duplicates, config.export.dedup),
+        "duplicates": {
+            **summarize_duplicates(duplicates, config.export.dedup),
+            "lines": {"dropped": sum(repeated.values()), "by_split": {s: repeated[s] for s in ("train", "validation")}},
+        },
         "split": {
             "by": "source document",
             "validation_documents": sorted(validation_docs),
@@ -195,10 +221,16 @@ def export_run(
         "files": {k: p.name for k, p in paths.items()},
         "config": redact(config.model_dump(mode="json"), secret_values([])),  # no credentials in base_url
     }
+    if judged is not None:
+        manifest["judge"] = judged
+    if config.export.preferences:  # DPO pairs: rejected attempts next to accepted answers (same document split)
+        from distill.generation.preferences import PREFERENCE_FILES, build_preferences
+
+        pairs, manifest["preferences"] = build_preferences(accepted, fmt, validation_docs, model=model, limit=limit)
+        for split, name in PREFERENCE_FILES.items():
+            write_jsonl(run_dir / name, pairs[split])
     if extra_manifest:
         manifest.update(extra_manifest)
-    manifest_path = run_dir / "manifest.json"
-    tmp = manifest_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(manifest_path)
+    manifest_path = RunFolder(run_dir).manifest
+    write_json(manifest_path, manifest)
     return ExportResult(paths["train"], paths["validation"], paths["rejected"], manifest_path, counts)

@@ -27,6 +27,7 @@ from distill.config import Config
 from distill.errors import DistillError
 from distill.generation.questions import _counts, _eligible_tools
 from distill.generation.sources import Chunk
+from distill.run_folder import REPORT_JSON
 from distill.trajectory import FINAL_ANSWER, Plan, Trajectory
 
 __all__ = ["FocusError", "FocusPlan", "plan_focus"]
@@ -48,7 +49,7 @@ class FocusPlan:
 
 def _report_file(report: str | Path) -> Path:
     path = Path(report)
-    path = path / "report.json" if path.is_dir() else path
+    path = path / REPORT_JSON if path.is_dir() else path
     if not path.is_file():
         raise FocusError(f"{path}: no eval report", hint="run `distill eval CONFIG --model M` first; it writes "
                          "RUN/eval/report.json")

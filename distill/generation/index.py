@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,10 +22,11 @@ import numpy as np
 
 from distill.errors import RunFolderError
 from distill.generation.sources import Chunk
+from distill.run_folder import CHUNKS, write_jsonl
 
 __all__ = ["CHUNKS_FILE", "ChunkIndex", "query_tokens"]
 
-CHUNKS_FILE = "chunks.jsonl"
+CHUNKS_FILE = CHUNKS
 _PARAMS_FILE = "params.index.json"  # written by bm25s.BM25.save
 _STOPWORDS = "en"
 _LOAD_HINT = "build the index first (the step that loads the sources writes it), or check the run folder path"
@@ -99,18 +99,16 @@ class ChunkIndex:
     def save(self, folder: Path) -> None:
         """Write the bm25s index files and chunks.jsonl into `folder` (created if missing)."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        if self._bm25 is not None:
-            with _quiet_bm25s():
-                self._bm25.save(str(folder), show_progress=False)
-        tmp = folder / (CHUNKS_FILE + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for c in self._chunks:
-                f.write(
-                    json.dumps({"id": c.id, "doc_id": c.doc_id, "n": c.n, "text": c.text}, ensure_ascii=False)
-                )
-                f.write("\n")
-        os.replace(tmp, folder / CHUNKS_FILE)  # chunks.jsonl last: its presence marks a complete index
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if self._bm25 is not None:
+                with _quiet_bm25s():
+                    self._bm25.save(str(folder), show_progress=False)
+        except OSError as exc:
+            raise RunFolderError(f"cannot write the search index in {folder}: {exc.strerror or exc}",
+                                 hint="free some space or make the folder writable, and rerun") from None
+        rows = ({"id": c.id, "doc_id": c.doc_id, "n": c.n, "text": c.text} for c in self._chunks)
+        write_jsonl(folder / CHUNKS_FILE, rows)  # chunks.jsonl last: its presence marks a complete index
 
     @classmethod
     def load(cls, folder: Path) -> ChunkIndex:

@@ -1,6 +1,7 @@
-"""The `generate` pipeline: wires the stages and owns the run folder; no stage logic lives here.
+"""The `generate` pipeline: wires the stages into a run folder (its names and writes: distill/run_folder.py); no stage
+logic lives here.
 
-config -> sources/chunks -> BM25 index -> plans -> (questions + rollouts, concurrently) -> export. Each stage writes
+config -> sources/chunks -> BM25 index -> plans -> (questions + rollouts, concurrently) -> judge -> export. Each stage writes
 its artifact into the run folder: `index/` (with `chunks.jsonl`), `plans.jsonl`, `trajectories.jsonl`, then the dataset
 files and `manifest.json`.
 """
@@ -8,27 +9,42 @@ files and `manifest.json`.
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
+import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from distill.agent.tools import ToolBox
 from distill.config import Config
 from distill.errors import DistillError, RunFolderError, RunStopped
 from distill.formats import get_format
-from distill.generation.export import ExportResult, export_run, write_jsonl
+from distill.generation.export import ExportResult, export_run
 from distill.generation.index import ChunkIndex
 from distill.generation.questions import plan_conversations
 from distill.generation.resume import RunSession
 from distill.generation.rollout import Rollout, run_conversation
 from distill.generation.sources import chunk_documents, load_documents
+from distill.run_folder import (
+    MANIFEST,
+    RunFolder,
+    default_run_dir,
+    load_trajectories,
+    output_folder,
+    read_manifest,
+    write_jsonl,
+)
 from distill.teachers.base import Teacher
 from distill.teachers.batch import RequestPending, WavePending
 from distill.trajectory import Plan, Trajectory
 
-__all__ = ["GenerateResult", "default_run_dir", "generate", "load_trajectories", "reexport"]
+__all__ = ["GenerateResult", "default_run_dir", "generate", "load_trajectories", "reexport"]  # the last two: run_folder's
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,28 +72,56 @@ class GenerateResult:
         )
 
 
-def default_run_dir(config: Config) -> Path:
-    """outputs/<name>/ under the current directory."""
-    return Path("outputs") / config.name
-
-
-def _progress(total: int, enabled: bool) -> Any:
+def _progress(total: int, enabled: bool, label: str = "conversations") -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="conversations", unit="conv", disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, desc=label, unit="conv", disable=not enabled, dynamic_ncols=True)
+
+
+def _stage(progress: bool, line: str) -> None:
+    """A line on the terminal before a stage that can take a while (large sources), when progress is shown."""
+    if progress:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _name_skipped(skipped: list[Any], shown: int = 5) -> None:
+    """Warn about the sources that were skipped (all of them are listed in manifest.json)."""
+    for s in skipped[:shown]:
+        log.warning("skipped source %s: %s", s.path, s.reason)
+    if len(skipped) > shown:
+        log.warning("... and %d more skipped source(s), listed in manifest.json (skipped_sources)", len(skipped) - shown)
+
+
+def _warn_empty_validation(config: Config, trajectories: list[Trajectory], examples: dict[str, int]) -> None:
+    """Warn when validation.jsonl came out empty although export.validation_fraction asks for one."""
+    if config.export.validation_fraction <= 0 or examples["validation"] or not examples["train"]:
+        return
+    documents = len({t.doc_id for t in trajectories if t.outcome == "accepted"})
+    log.warning(
+        "validation.jsonl is empty: the split is by source document and the examples come from %d document(s); "
+        "add source documents, or set export.validation_fraction: 0 to say no validation split is wanted",
+        documents,
+    )
+
+
+def _bar_tally(tally: dict[str, int]) -> dict[str, int]:
+    """The bar's counts: `validated` passed the strict validator; export's token and dedup checks come after it."""
+    return {"validated": tally["accepted"], "rejected": tally["rejected"], "failed": tally["failed"]}
 
 
 async def _roll_all(
-    plans: list[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None
+    plans: list[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
+    label: str = "conversations",
 ) -> list[Trajectory]:
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
+    run.add_plans(plans)  # a top-up's extra plans are on disk before their conversations are
     results: list[Trajectory | None] = [None] * len(plans)
     tally = {"accepted": 0, "rejected": 0, "failed": 0}
     waiting = 0  # batch mode: conversations waiting for their wave's batch (distill/generation/waves.py)
-    bar = _progress(len(plans), progress)
+    bar = _progress(len(plans), progress, label)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(plans)):
-        done = run.done(plans[i].id)  # finished before a resume
+        done = run.done(plans[i]) or run.waved.get(plans[i].id)  # finished before a resume, or an earlier wave
         if done is None:
             queue.put_nowait(i)
         else:
@@ -98,12 +142,12 @@ async def _roll_all(
                 waiting += 1
                 continue
             results[i] = trajectory
-            run.finished[trajectory.id] = trajectory  # the next wave (batch mode) does not run it again
+            run.waved[trajectory.id] = trajectory  # the next wave (batch mode) does not run it again
             run.record(trajectory)
             tally[trajectory.outcome] += 1
             bar.update(1)
             if bar.n % 25 == 0 or bar.n == len(plans) or run.metered:
-                bar.set_postfix(run.postfix(tally), refresh=False)
+                bar.set_postfix(run.postfix(_bar_tally(tally)), refresh=False)
 
     workers = max(1, min(len(plans), rollout.config.teacher.concurrency * 2))
     try:
@@ -124,16 +168,44 @@ async def _roll_and_top_up(
     from distill.generation.coverage import TopUp, top_up
 
     by_id = {c.id: c for c in chunks}
+    rounds = 0
 
-    async def roll(some: list[Plan]) -> list[Trajectory]:
-        return await _roll_all(some, by_id, rollout, progress, run)
+    async def roll(some: list[Plan]) -> list[Trajectory]:  # the first call rolls the plans, later ones top up
+        nonlocal rounds
+        rounds += 1
+        label = "conversations" if rounds == 1 else f"top-up {rounds - 1}"
+        return await _roll_all(some, by_id, rollout, progress, run, label)
 
     try:
         if pilot:  # distill estimate: a sample of the plans, no top-up
-            return TopUp(plans, await roll(plans), {"extra_conversations": 0, "pilot": len(plans)})
-        return await top_up(rollout.config, chunks, plans, await roll(plans), rollout.fmt, roll)
+            topped = TopUp(plans, await roll(plans), {"extra_conversations": 0, "pilot": len(plans)})
+        else:
+            topped = await top_up(rollout.config, chunks, plans, await roll(plans), rollout.fmt, roll)
+        await _judge(rollout, topped.trajectories, by_id, run)
+        return topped
     finally:
         await rollout.teacher.aclose()
+
+
+async def _draining(run: RunSession, rollout: Rollout, work: Awaitable[T]) -> T:
+    """`work`, during which the first Ctrl-C drains the requests in flight into the ledger (generation/interrupt.py)."""
+    from distill.generation.interrupt import DrainOnInterrupt
+
+    with DrainOnInterrupt(run, rollout.teacher, rollout.config.teacher.timeout_s):
+        return await work
+
+
+async def _judge(rollout: Rollout, trajectories: list[Trajectory], chunks: dict[str, Any], run: RunSession | None) -> None:
+    """The judge stage (distill/generation/judge.py): verdicts stored on the records; export applies the thresholds."""
+    from distill.generation.judge import judge_all
+
+    try:
+        await judge_all(rollout.config, trajectories, {k: c.text for k, c in chunks.items()}, rollout.teacher)
+    except RunStopped as exc:  # budget or breaker: the unjudged conversations are judged on resume
+        if run is None:
+            raise
+        run.stop(exc)
+        run.check_stopped()
 
 
 def generate(
@@ -161,22 +233,24 @@ def generate(
     submits a wave and raises `BatchesPending`; `cancel_batches` cancels the batches in flight.
     """
     started = time.perf_counter()
-    run_dir = Path(out) if out is not None else default_run_dir(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = output_folder(out if out is not None else default_run_dir(config))
+    folder = RunFolder(run_dir)
 
+    _stage(progress, "reading the sources ...")
     documents, skipped = load_documents(config)
     chunks = chunk_documents(documents, config.chunking)
     if not chunks:
         named = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:5]) or "no files found"
         raise DistillError(f"no usable text in the sources: {named}", hint="check sources: in the config")
+    _name_skipped(skipped)
+    _stage(progress, f"{len(documents):,} document(s), {len(chunks):,} chunks; building the search index ...")
     index = ChunkIndex.build(chunks)
-    index.save(run_dir / "index")
+    index.save(folder.index)
 
     plans = plan_conversations(config, chunks)
     focused = _plan_focus(config, run_dir, chunks, plans, focus, focus_budget) if focus is not None else None
     if focused is not None:
         plans += focused.plans
-    write_jsonl(run_dir / "plans.jsonl", (p.model_dump() for p in plans))
     fmt = get_format(config)
     texts = [c.text for c in chunks]
     waves = (batch or no_wait or cancel_batches or config.teacher.mode == "batch") and not from_ledger
@@ -189,7 +263,8 @@ def generate(
     todo = plans[:pilot] if pilot else plans
 
     def roll() -> Any:
-        return asyncio.run(_roll_and_top_up(todo, chunks, rollout, progress, run, pilot=bool(pilot)))
+        return asyncio.run(_draining(run, rollout, _roll_and_top_up(todo, chunks, rollout, progress, run,
+                                                                    pilot=bool(pilot))))
 
     if waves:
         from distill.generation.waves import run_waves
@@ -199,7 +274,7 @@ def generate(
         topped, batch_section = roll(), None
     plans, trajectories = topped.plans, topped.trajectories
     if topped.summary["extra_conversations"]:  # the extra plans continue the numbering
-        write_jsonl(run_dir / "plans.jsonl", (p.model_dump() for p in plans))
+        write_jsonl(folder.plans, (p.model_dump() for p in plans))
     sections = run.finish(trajectories)  # trajectories.jsonl in plan order; resume and teacher_usage sections
 
     elapsed = time.perf_counter() - started
@@ -220,6 +295,7 @@ def generate(
         extra["focus"] = focused.summary
         pinned = set(focused.summary["validation_documents"])
     exported = export_run(config, run_dir, trajectories, fmt, extra_manifest=extra, validation_documents=pinned)
+    _warn_empty_validation(config, trajectories, exported.counts["examples"])
     return GenerateResult._from(run_dir, exported)
 
 
@@ -228,36 +304,29 @@ def _plan_focus(config: Config, run_dir: Path, chunks: list[Any], plans: list[Pl
     """The focused plans for `generate --focus`: read from the run's finished trajectories and split."""
     from distill.generation.focus import FocusError, plan_focus
 
-    manifest = run_dir / "manifest.json"
-    if not manifest.is_file():
-        raise FocusError(f"{run_dir} has no manifest.json: --focus needs the run the eval report was made on",
+    if not RunFolder(run_dir).manifest.is_file():
+        raise FocusError(f"{run_dir} has no {MANIFEST}: --focus needs the run the eval report was made on",
                          hint="generate and evaluate the run first, then `distill generate CONFIG --focus REPORT`")
-    held_out = json.loads(manifest.read_text(encoding="utf-8")).get("split", {}).get("validation_documents", [])
+    held_out = read_manifest(run_dir).split.validation_documents
     focused = plan_focus(config, chunks, plans, load_trajectories(run_dir), report, validation_documents=held_out,
                          budget=budget)
     focused.summary["validation_documents"] = sorted(held_out)
     return focused
 
 
-def load_trajectories(run_dir: Path) -> list[Trajectory]:
-    """The rollout stage's artifact of a run folder."""
-    path = run_dir / "trajectories.jsonl"
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} has no trajectories.jsonl", hint="run `distill generate CONFIG` first")
-    with path.open(encoding="utf-8") as fh:
-        return [Trajectory.model_validate_json(line) for line in fh if line.strip()]
-
-
 def reexport(config: Config, run_dir: Path) -> GenerateResult:
     """Rebuild the dataset files of a run from its trajectories, with zero teacher calls."""
     trajectories = load_trajectories(run_dir)
-    for t in trajectories:  # export-stage verdicts are recomputed from scratch
-        if t.stage == "export":
+    for t in trajectories:  # export-stage verdicts (and judge thresholds) are recomputed from scratch
+        if t.stage == "export" or (t.stage == "judge" and t.outcome == "rejected"):
             t.outcome, t.stage, t.reason, t.detail, t.raw = "accepted", None, None, None, None
-    previous = run_dir / "manifest.json"
     extra = {}
-    if previous.is_file():
-        old = json.loads(previous.read_text(encoding="utf-8"))
+    if RunFolder(run_dir).manifest.is_file():
+        try:
+            old = read_manifest(run_dir).as_dict()
+        except RunFolderError as exc:  # export rewrites it: what only the old one knew is lost, and said so
+            log.warning("%s; its sources, timing, top-up and cost sections are not carried over", exc.message)
+            old = {}
         kept = ("sources", "skipped_sources", "timing", "top_up", "resume", "teacher_usage")
         extra = {k: old[k] for k in kept if k in old}
     exported = export_run(config, run_dir, trajectories, get_format(config), extra_manifest=extra)

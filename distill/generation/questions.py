@@ -12,7 +12,8 @@ import random
 from string import Template
 from typing import Any
 
-from distill.config import Config, RetrieverTool
+from distill.config import Config
+from distill.errors import Rejection
 from distill.generation.sources import Chunk
 from distill.teachers.base import TeacherReply, TeacherRequest
 from distill.templates import template
@@ -47,13 +48,8 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-class QuestionError(Exception):
+class QuestionError(Rejection):
     """The teacher's questions could not be used; `reason` is machine-readable."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 def _counts(total: int, shares: dict[str, float]) -> dict[str, int]:
@@ -67,7 +63,7 @@ def _counts(total: int, shares: dict[str, float]) -> dict[str, int]:
 
 def _eligible_tools(config: Config) -> list[str]:
     offline = config.teacher.resolved_provider() == "offline"
-    names = [t.name for t in config.tools if isinstance(t, RetrieverTool) or not offline or t.examples]
+    names = [t.name for t in config.tools if t.searches or not offline or t.examples]
     return names or [config.tools[0].name]
 
 

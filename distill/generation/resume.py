@@ -2,12 +2,16 @@
 
 `RunSession.open` is called by `generate` once the plans are fixed. It reads `run.json` (the fingerprint of what
 determines the conversations: distill's version, the config without its speed, budget and export keys, the plans
-and the chunk texts) and `trajectories.jsonl`. When the fingerprint matches, the accepted and rejected conversations found there are kept
-and not run again; failed ones (no teacher answer after the retries) are dropped and tried again, and a last line
-cut short by a kill -9 is dropped. When it does not match (or with `fresh`), every conversation runs again; the
+and the chunk texts), the previous `plans.jsonl` and `trajectories.jsonl`, then writes the new plans. When the
+fingerprint matches, the accepted and rejected conversations found there are kept and not run again, each only if
+the plan it was made for is the plan asked now: the extra plans of a top-up depend on earlier outcomes, so after a
+resume that changed outcomes (failures that now succeed) the same id may be planned as another kind, and is run
+again. Failed ones (no teacher answer after the retries) are dropped and tried again, and a last line cut short by
+a kill -9 is dropped. Extra plans are added to `plans.jsonl` (`add_plans`) before they are rolled out, so that every
+finished conversation's plan is on disk. When it does not match (or with `fresh`), every conversation runs again; the
 ledger still answers every request it holds, so nothing already paid is paid again.
 
-A teacher that talks to an endpoint (it has `use_run`) gets the run folder's ledger (`ledger.sqlite`) and a `Meter`
+A teacher that pays for its answers (a `RunTeacher`: it has `use_run`) gets the run folder's ledger (`ledger.sqlite`) and a `Meter`
 (distill/costs.py), and while the rollouts run each finished conversation is appended to `trajectories.jsonl` with
 one `write` (O_APPEND), so an interrupted run never loses a finished conversation and never writes one twice. A
 teacher without a ledger (the offline one) costs nothing: its runs are always recomputed, nothing is appended. At the
@@ -20,22 +24,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from distill.config import Config
-from distill.errors import RunStopped
+from distill.errors import RunFolderError, RunStopped
+from distill.run_folder import (
+    RUN_STATE,
+    TRAJECTORIES,
+    Appender,
+    RunFolder,
+    read_jsonl,
+    write_jsonl,
+    write_text,
+)
+from distill.teachers.base import PacedTeacher, RunTeacher
 from distill.teachers.costs import Meter
 from distill.teachers.ledger import LEDGER_FILE, Ledger
 from distill.trajectory import Plan, Trajectory
 
 __all__ = ["RUN_STATE", "TRAJECTORIES", "RunSession", "fingerprint"]
 
-RUN_STATE = "run.json"
-TRAJECTORIES = "trajectories.jsonl"
 # Keys that change neither a request nor a conversation: changing them keeps the finished conversations.
 _NEUTRAL_TEACHER = ("concurrency", "max_retries", "timeout_s", "rpm", "tpm", "backoff_s", "breaker_s", "price", "base_url",
                     "mode", "batch_poll_s", "service_tier", "batch_price")  # online or batch: the same requests
@@ -44,12 +55,12 @@ _NEUTRAL_TEACHER = ("concurrency", "max_retries", "timeout_s", "rpm", "tpm", "ba
 def fingerprint(config: Config, plans: Sequence[Plan], chunk_texts: Sequence[str]) -> str:
     """A hash of what determines the conversations of a run."""
     data = config.model_dump(mode="json")
-    for key in ("name", "export", "publish"):
+    for key in ("name", "export", "publish", "judge"):  # the judge grades conversations, it does not change them
         data.pop(key, None)
     for key in _NEUTRAL_TEACHER:
         data["teacher"].pop(key, None)
     data["teacher"]["provider"] = config.teacher.resolved_provider()
-    for key in ("max_cost_usd", "max_extra_conversations", "mix_tolerance"):  # budgets: extra plans continue the ids
+    for key in ("max_cost_usd", "max_extra_conversations", "mix_tolerance", "reject_tool_errors"):  # budgets; export
         data["generation"].pop(key, None)
     data["distill"] = version("distill")  # another version may validate differently: its verdicts are not reused
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
@@ -84,10 +95,12 @@ def _read_finished(path: Path) -> tuple[dict[str, Trajectory], dict[str, str], i
     return finished, lines, dropped
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+def _read_plans(path: Path) -> dict[str, Plan]:
+    """The plans a previous invocation wrote ({} when they cannot be read: then nothing is resumed)."""
+    try:
+        return {p.id: p for p in read_jsonl(path, Plan.model_validate_json)}
+    except RunFolderError:
+        return {}
 
 
 class RunSession:
@@ -96,12 +109,15 @@ class RunSession:
     def __init__(self, config: Config, run_dir: Path | None, teacher: Any) -> None:
         self.config, self.run_dir, self.teacher = config, run_dir, teacher
         self.finished: dict[str, Trajectory] = {}
-        self.resumed = 0
+        self._resumed: set[str] = set()  # ids of the conversations taken from an earlier invocation
+        self.waved: dict[str, Trajectory] = {}  # batch mode: finished by an earlier wave of this invocation
         self.recorded = 0
         self.ledger: Ledger | None = None
         self.meter: Meter | None = None
         self.stopped: RunStopped | None = None
-        self._fd: int | None = None
+        self.plans: list[Plan] = []
+        self._planned_before: dict[str, Plan] = {}  # plans.jsonl as the previous invocation left it
+        self._appender: Appender | None = None
 
     @classmethod
     def ephemeral(cls, config: Config, teacher: Any) -> RunSession:
@@ -124,23 +140,20 @@ class RunSession:
         if from_ledger:
             from distill.teachers.replay import LedgerTeacher
 
-            if not (run_dir / LEDGER_FILE).is_file():
-                from distill.errors import RunFolderError
-
-                raise RunFolderError(
-                    f"{run_dir} has no {LEDGER_FILE}",
-                    hint="--from-ledger rebuilds a run that a real teacher generated; run `distill generate` first",
-                )
+            folder = RunFolder(run_dir)
+            folder.require(folder.ledger, "--from-ledger rebuilds a run that a real teacher generated; run `distill "
+                           "generate` first")
             teacher = LedgerTeacher(config, None)
         elif teacher is None:
             from distill.teachers import make_teacher
 
             teacher = make_teacher(config)
         session = cls(config, run_dir, teacher)
-        use_run = getattr(teacher, "use_run", None)
-        fresh = fresh or use_run is None  # a teacher without a ledger (offline) costs nothing: never stale, recompute
+        paid = isinstance(teacher, RunTeacher)
+        fresh = fresh or not paid  # a teacher without a ledger (offline) costs nothing: never stale, recompute
         print_ = fingerprint(config, plans, chunk_texts)
-        state_path, path = run_dir / RUN_STATE, run_dir / TRAJECTORIES
+        folder = RunFolder(run_dir)
+        state_path, path = folder.run_state, folder.trajectories
         same = False
         if state_path.is_file() and not (fresh or from_ledger):
             try:
@@ -148,30 +161,52 @@ class RunSession:
             except ValueError:
                 same = False
         if same:
-            session.finished, lines, dropped = _read_finished(path)
-            session.resumed = len(session.finished)
+            session._planned_before = _read_plans(folder.plans)
+            finished, lines, dropped = _read_finished(path)
+            session.finished = {k: t for k, t in finished.items() if k in session._planned_before}
             if dropped:
-                _atomic_write(path, "".join(lines.values()))
+                write_text(path, "".join(lines.values()))
         elif path.exists():
             path.unlink()
-        _atomic_write(state_path, json.dumps({"fingerprint": print_, "config_hash": config.config_hash()}) + "\n")
-        if use_run is not None:
-            session._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            session.ledger = Ledger.open(run_dir / LEDGER_FILE)
+        session.plans = list(plans)
+        write_jsonl(folder.plans, (p.model_dump() for p in plans))
+        write_text(state_path, json.dumps({"fingerprint": print_, "config_hash": config.config_hash()}) + "\n")
+        if paid:
+            session._appender = Appender(path)
+            session.ledger = Ledger.open(folder.ledger)
             session.meter = Meter.for_config(config, spent_before_usd=session.ledger.total_usd())
-            use_run(session.ledger, session.meter)
+            teacher.use_run(session.ledger, session.meter)
         return session
 
     # -- during the rollouts ----------------------------------------------------------------------------------------
-    def done(self, plan_id: str) -> Trajectory | None:
-        """The conversation finished by an earlier invocation, if any."""
-        return self.finished.get(plan_id)
+    def done(self, plan: Plan) -> Trajectory | None:
+        """The conversation an earlier invocation finished for this very plan, if any."""
+        finished = self.finished.get(plan.id)
+        if finished is None or self._planned_before.get(plan.id) != plan:
+            return None
+        self._resumed.add(plan.id)
+        return finished
+
+    @property
+    def resumed(self) -> int:
+        """Conversations taken from an earlier invocation so far."""
+        return len(self._resumed)
+
+    def add_plans(self, plans: Sequence[Plan]) -> None:
+        """Add plans not yet known (a top-up's extra plans) to plans.jsonl, before they are rolled out."""
+        known = {p.id for p in self.plans}
+        new = [p for p in plans if p.id not in known]
+        if not new:
+            return
+        self.plans += new
+        if self.run_dir is not None:
+            write_jsonl(RunFolder(self.run_dir).plans, (p.model_dump() for p in self.plans))
 
     def record(self, trajectory: Trajectory) -> None:
         """Append a finished conversation (one write: a kill leaves the file whole, or short of its last line)."""
         self.recorded += 1
-        if self._fd is not None:
-            os.write(self._fd, (trajectory.model_dump_json() + "\n").encode())
+        if self._appender is not None:
+            self._appender.append(trajectory.model_dump_json())
 
     @property
     def metered(self) -> bool:
@@ -208,11 +243,11 @@ class RunSession:
     # -- at the end ---------------------------------------------------------------------------------------------------
     def finish(self, trajectories: Sequence[Trajectory]) -> dict[str, Any]:
         """Rewrite trajectories.jsonl in plan order (atomically), close; returns the manifest's sections."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._appender is not None:
+            self._appender.close()
+            self._appender = None
         if self.run_dir is not None:
-            _atomic_write(self.run_dir / TRAJECTORIES, "".join(t.model_dump_json() + "\n" for t in trajectories))
+            write_jsonl(RunFolder(self.run_dir).trajectories, trajectories)
         sections = self.manifest()
         self.close()
         return sections
@@ -234,17 +269,16 @@ class RunSession:
             if self.ledger is not None:
                 total = self.ledger.total_usd()
                 usage["run_folder"] = {"by_stage": self.ledger.totals(), "usd": round(total, 6) if price else None}
-            engine = getattr(self.teacher, "engine", None)
-            if engine is not None:
-                usage["limits"] = engine.limiter.describe()
+            if isinstance(self.teacher, PacedTeacher):
+                usage["limits"] = self.teacher.limits()
             out["teacher_usage"] = usage
         return out
 
     def close(self) -> None:
         """Release the append handle and the ledger."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._appender is not None:
+            self._appender.close()
+            self._appender = None
         if self.ledger is not None:
             self.ledger.close()
             self.ledger = None

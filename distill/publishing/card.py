@@ -15,7 +15,7 @@ from distill.config import Config, PublishConfig
 from distill.publishing.rows import JSON_FIELDS
 from distill.redact import redact, scrub_text, secret_values
 
-__all__ = ["BASE_TAGS", "build_card", "config_of"]
+__all__ = ["BASE_TAGS", "build_card"]
 
 BASE_TAGS = ("synthetic", "distillation", "tool-use", "agent")
 _FORMATS = {
@@ -47,16 +47,6 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
         "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows
     ]
     return "\n".join(lines)
-
-
-def config_of(manifest: dict[str, Any]) -> Config | None:
-    """The run's config from its manifest, or None when it is missing or no longer validates."""
-    from pydantic import ValidationError
-
-    try:
-        return Config.model_validate(manifest.get("config") or {})
-    except ValidationError:
-        return None
 
 
 def _provenance(manifest: dict[str, Any], config: Config | None) -> str:

@@ -11,7 +11,6 @@ to DIR instead, so that `datasets.load_dataset(DIR)` loads exactly what would be
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,8 +19,9 @@ from typing import Any
 
 from distill.config import Config
 from distill.errors import PublishError, RunFolderError
-from distill.publishing.card import build_card, config_of
+from distill.publishing.card import build_card
 from distill.publishing.rows import build_dataset, read_splits, shard_paths
+from distill.run_folder import config_of, output_folder, read_manifest, write_text
 
 __all__ = ["PublishResult", "publish", "resolve_hf_token"]
 
@@ -41,13 +41,6 @@ class PublishResult:
     commits: list[str] = field(default_factory=list)
 
 
-def _read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "manifest.json"
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} has no manifest.json", hint="run `distill generate CONFIG` first")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def resolve_hf_token(token: str | None = None) -> str:
     """The Hub token: the argument, else HF_TOKEN, else huggingface_hub's stored login; a clear error if none."""
     if token:
@@ -65,14 +58,18 @@ def resolve_hf_token(token: str | None = None) -> str:
 
 
 def _write(dataset: Any, card: Any, out_dir: Path) -> list[str]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir, option="--dry-run")
     files = ["README.md"]
-    (out_dir / "README.md").write_text(str(card), encoding="utf-8")
+    write_text(out_dir / "README.md", str(card))
     for split, paths in shard_paths(dataset).items():
         for index, rel in enumerate(paths):
             target = out_dir / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            dataset[split].shard(num_shards=len(paths), index=index, contiguous=True).to_parquet(str(target))
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                dataset[split].shard(num_shards=len(paths), index=index, contiguous=True).to_parquet(str(target))
+            except OSError as exc:
+                raise RunFolderError(f"cannot write {target}: {exc.strerror or exc}",
+                                     hint="free some space or make the folder writable, and rerun") from None
             files.append(rel)
     return files
 
@@ -85,19 +82,24 @@ def publish(
     dry_run: str | os.PathLike[str] | None = None,
     token: str | None = None,
     config: Config | None = None,
+    preferences: bool = True,
 ) -> PublishResult:
     """Push a run folder's train/validation files and a provenance card to the Hub dataset repo `repo`
     (`owner/name`); with `dry_run=DIR`, write exactly those files to DIR instead (no token needed).
 
     The card describes the config recorded in the run's manifest; `config` (another config) only supplies the
-    card's `publish:` section (license, tags, title)."""
+    card's `publish:` section (license, tags, title). The run's preference pairs (`export.preferences`), when it
+    has any, go along as the dataset's `preferences` config unless `preferences=False`."""
     if not _REPO_ID.match(repo):
         raise PublishError(f"{repo!r} is not a Hub repo id", hint="use OWNER/NAME, e.g. my-org/my-agent-data")
     if dry_run is None:
         token = resolve_hf_token(token)  # before any work
+    else:
+        output_folder(dry_run, option="--dry-run")  # before any work too: a folder that cannot be written fails now
     run_dir = Path(run)
-    manifest = _read_manifest(run_dir)
-    run_config = config_of(manifest)
+    typed = read_manifest(run_dir)
+    manifest = typed.as_dict()
+    run_config = config_of(typed, run_dir)
     override = config.publish if config is not None else None
     if override is not None and isinstance(manifest.get("config"), dict):
         manifest = {**manifest, "config": {**manifest["config"], "publish": override.model_dump(mode="json")}}
@@ -105,11 +107,35 @@ def publish(
     card = build_card(manifest, run_config, repo, dataset, publish=override, secrets=[token] if token else [])
     rows = {split: len(ds) for split, ds in dataset.items()}
     files = ["README.md", *(p for paths in shard_paths(dataset).values() for p in paths)]
+    pairs = _preferences(run_dir, card, rows, files) if preferences else None
     if dry_run is not None:
         out = Path(dry_run)
         written = _write(dataset, card, out)
+        if pairs is not None:
+            from distill.publishing.preference_rows import write_preference_files
+
+            written += write_preference_files(pairs, out)
         return PublishResult(repo, f"https://huggingface.co/datasets/{repo}", rows, written, str(card), out)
-    return _push(dataset, card, repo, private=private, token=token, rows=rows, files=files)
+    return _push(dataset, card, repo, private=private, token=token, rows=rows, files=files, pairs=pairs)
+
+
+def _preferences(run_dir: Path, card: Any, rows: dict[str, int], files: list[str]) -> Any:
+    """The run's preference pairs as a DatasetDict (None when it has none), declared in the card."""
+    from distill.publishing.preference_rows import (
+        add_to_card,
+        build_preference_dataset,
+        preference_paths,
+        read_preference_splits,
+    )
+
+    splits = read_preference_splits(run_dir)
+    if not splits:
+        return None
+    pairs = build_preference_dataset(splits)
+    add_to_card(card, pairs)
+    rows.update({f"preferences/{name}": len(ds) for name, ds in pairs.items()})
+    files.extend(preference_paths(pairs).values())
+    return pairs
 
 
 def _push(
@@ -121,6 +147,7 @@ def _push(
     token: str | None,
     rows: dict[str, int],
     files: list[str],
+    pairs: Any = None,
 ) -> PublishResult:
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError
@@ -135,6 +162,9 @@ def _push(
             num_shards=shards,
             commit_message=f"distill: upload {summary} rows",
         )
+        if pairs is not None:  # the `preferences` config, under preferences/
+            pairs.push_to_hub(repo, config_name="preferences", data_dir="preferences", private=private, token=token,
+                              num_shards=dict.fromkeys(pairs, 1), commit_message="distill: upload preference pairs")
         card_commit = card.push_to_hub(
             repo, token=token, repo_type="dataset", commit_message="distill: dataset card with provenance"
         )

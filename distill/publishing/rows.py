@@ -13,7 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from distill.errors import PublishError, RunFolderError
+from distill.errors import PublishError
+from distill.run_folder import SPLITS, RunFolder
 
 __all__ = [
     "JSON_FIELDS",
@@ -64,11 +65,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def read_splits(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """The run's fine-tuning lines per split; an empty validation file gives no validation split."""
-    if not (run_dir / "train.jsonl").is_file():
-        raise RunFolderError(f"{run_dir} has no train.jsonl", hint="run `distill generate CONFIG` first")
-    splits = {name: read_jsonl(run_dir / f"{name}.jsonl") for name in ("train", "validation")}
+    folder = RunFolder(run_dir)
+    folder.require(folder.train)
+    splits = {name: read_jsonl(folder.split(name)) for name in SPLITS}
     if not splits["train"]:
-        raise PublishError(f"{run_dir}/train.jsonl is empty: nothing to publish")
+        raise PublishError(f"{folder.train} is empty: nothing to publish")
     return {name: rows for name, rows in splits.items() if rows}
 
 

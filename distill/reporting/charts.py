@@ -239,6 +239,25 @@ def _cost(fig: Any, data: dict[str, Any]) -> None:
            fmt=lambda v: f"${v:,.4f}" if v < 1 else f"${v:,.2f}", integer=False)
 
 
+def _judge(fig: Any, data: dict[str, Any]) -> None:
+    """Conversations per judge score (1-5), one bar group per score, a bar per criterion; thresholds in the legend."""
+    ax = fig.add_subplot()
+    criteria = list(data["scores"])
+    width = 0.8 / max(1, len(criteria))
+    palette = ["#2a9d8f", "#457b9d", "#e9c46a", "#e76f51", "#8d99ae", "#264653"]
+    for i, criterion in enumerate(criteria):
+        counts = [data["scores"][criterion].get(str(s), 0) for s in range(1, 6)]
+        xs = [s + (i - (len(criteria) - 1) / 2) * width for s in range(1, 6)]
+        label = f"{criterion} (pass >= {data['thresholds'].get(criterion, '?')})"
+        ax.bar(xs, counts, width=width, color=palette[i % len(palette)], label=label)
+    ax.set_xticks(range(1, 6))
+    ax.set_xlabel("judge score")
+    ax.set_ylabel("conversations")
+    _integers(ax.yaxis)
+    _legend(fig)
+    _style(ax)
+
+
 # key -> (draw function, height function of the figure data)
 CHARTS: dict[str, tuple[Callable[[Any, dict[str, Any]], None], Callable[[dict[str, Any]], float]]] = {
     "tokens": (_tokens, lambda d: 3.4),
@@ -250,6 +269,7 @@ CHARTS: dict[str, tuple[Callable[[Any, dict[str, Any]], None], Callable[[dict[st
     "documents": (_documents, lambda d: _height(2 * len(d["by_document"]))),
     "duplicates": (_duplicates, lambda d: _height(len(d["by_reason"]))),
     "cost": (_cost, lambda d: _height(max(1, len(d["by_stage"])))),
+    "judge": (_judge, lambda d: 3.2),
 }
 
 

@@ -122,6 +122,11 @@ def _caption(key: str, data: dict[str, Any]) -> str:
         return f"{n} source document(s){where}" + ("; the first 30 are drawn, report.json has all." if n > 30 else ".")
     if key == "duplicates":
         return "Conversations dropped before export as copies of an earlier one (counted as rejected)."
+    if key == "judge":
+        who = ", ".join(f"{name} ({n})" for name, n in (data["judges"] or {}).items())
+        out = sum((data["rejected_by_reason"] or {}).values())
+        return f"Judged by {who}: {data['judged']} conversation(s), {out} judged out." + (
+            f" {data['note']}" if data.get("note") else "")
     if key == "cost":
         tokens = "; ".join(
             f"{stage}: {t.get('input_tokens', 0):,} input ({t.get('cached_input_tokens', 0):,} cached), "
@@ -137,6 +142,7 @@ def _caption(key: str, data: dict[str, Any]) -> str:
 _EMPTY = {
     "rejects": "No conversation was rejected or failed.",
     "duplicates": "No duplicate was dropped.",
+    "judge": "The run was not judged (judge.enabled is false).",
     "cost": "No cost recorded in the manifest (the offline teacher costs nothing; a run on a teacher with a known "
     "price records its spend in teacher_usage).",
     "mix": "This run's manifest has no coverage figures; re-export it with `distill export CONFIG --run DIR`.",
@@ -173,6 +179,17 @@ def _pairs(data: dict[str, Any], questions: dict[str, str], limit: int = 10) -> 
     return f'<table class="pairs">{head}{"".join(rows)}</table>{tail}'
 
 
+def _judged_out(data: dict[str, Any], limit: int = 10) -> str:
+    rows = ["<tr>" + "".join(f"<td>{_e(d[k])}</td>" for k in ("id", "question", "reason", "detail")) + "</tr>"
+            for d in data["judged_out"][:limit]]
+    if not rows:
+        return ""
+    more = len(data["judged_out"]) - limit
+    tail = f'<p class="caption">and {more} more (report.json and rejected.jsonl list all).</p>' if more > 0 else ""
+    head = "<tr><th>judged out</th><th>question</th><th>reason</th><th>the judge's reason</th></tr>"
+    return f'<table class="pairs">{head}{"".join(rows)}</table>{tail}'
+
+
 def _chart_section(key: str, title: str, data: dict[str, Any] | None, questions: dict[str, str]) -> str:
     from distill.reporting.charts import render_chart
 
@@ -180,6 +197,8 @@ def _chart_section(key: str, title: str, data: dict[str, Any] | None, questions:
         body = render_chart(key, data) + f'<p class="caption">{_e(_caption(key, data))}</p>'
         if key == "duplicates":
             body += _pairs(data, questions)
+        if key == "judge":
+            body += _judged_out(data)
     else:
         body = f'<p class="empty">{_e(_EMPTY.get(key, "Nothing to show."))}</p>'
     return f'<section class="chart" id="chart-{key}" data-chart="{key}"><h2>{_e(title)}</h2>{body}</section>'

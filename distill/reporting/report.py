@@ -11,7 +11,6 @@ stylesheets or images from anywhere else.
 from __future__ import annotations
 
 import bisect
-import json
 import math
 import re
 from collections import Counter
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.errors import RunFolderError
+from distill.run_folder import SPLITS, RunFolder, read_jsonl, read_manifest, write_json, write_text
 
 __all__ = ["ReportResult", "build_figures", "write_report"]
 
@@ -33,6 +32,7 @@ SECTIONS = {
     "documents": "Coverage per source document",
     "duplicates": "Duplicates dropped",
     "cost": "Cost",
+    "judge": "Judge scores per criterion",
 }
 
 
@@ -46,10 +46,7 @@ class ReportResult:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return read_jsonl(path, hint="`distill export CONFIG --run RUN` rewrites the dataset files")
 
 
 def _bins(values: list[int], limit: int) -> tuple[list[float], bool]:
@@ -83,7 +80,7 @@ def _token_figures(run_dir: Path, manifest: dict[str, Any], rejected: list[dict[
     files = manifest.get("files", {})
     series = {
         split: [count_example(ex, model) for ex in _read_jsonl(run_dir / files.get(split, f"{split}.jsonl"))]
-        for split in ("train", "validation")
+        for split in SPLITS
     }
     over = []
     for row in rejected:
@@ -147,12 +144,10 @@ def _cost_figures(manifest: dict[str, Any]) -> dict[str, Any] | None:
 def build_figures(run_dir: str | Path) -> dict[str, Any]:
     """Every figure of the report (what report.json holds), read from the run folder."""
     run_dir = Path(run_dir)
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise RunFolderError(f"{run_dir} has no manifest.json", hint="run `distill generate CONFIG` first")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    trajectories = _read_jsonl(run_dir / "trajectories.jsonl")
-    rejected = _read_jsonl(run_dir / manifest.get("files", {}).get("rejected", "rejected.jsonl"))
+    typed = read_manifest(run_dir)
+    manifest = typed.as_dict()
+    trajectories = _read_jsonl(RunFolder(run_dir).trajectories)
+    rejected = _read_jsonl(typed.file(run_dir, "rejected"))
     outcome = _final_outcomes(trajectories, rejected)
 
     steps: dict[str, Counter[int]] = {o: Counter() for o in ("accepted", "rejected", "failed")}
@@ -203,9 +198,23 @@ def build_figures(run_dir: str | Path) -> dict[str, Any]:
             },
             "enabled": duplicates.get("enabled"),
             "items": duplicates.get("items", []),
+            "lines_dropped": (duplicates.get("lines") or {}).get("dropped", 0),
         },
         "cost": _cost_figures(manifest),
+        "judge": _judge_figures(manifest, rejected, trajectories),
     }
+
+
+def _judge_figures(manifest: dict[str, Any], rejected: list[dict[str, Any]], trajectories: list[dict[str, Any]]) -> Any:
+    """Score distributions per criterion and the judged-out conversations (None when the run was not judged)."""
+    judge = manifest.get("judge")
+    if not judge:
+        return None
+    questions = {t["id"]: t["turns"][0]["question"] for t in trajectories if t.get("turns")}
+    out = [{"id": r["id"], "question": questions.get(r["id"], ""), "reason": r["reason"], "detail": r["detail"]}
+           for r in rejected if r.get("stage") == "judge"]
+    keys = ("judges", "thresholds", "judged", "unjudged", "rejected_by_reason", "scores", "note")
+    return {**{k: judge.get(k) for k in keys}, "judged_out": out}
 
 
 def write_report(run_dir: str | Path, *, examples: int = 3) -> ReportResult:
@@ -213,23 +222,18 @@ def write_report(run_dir: str | Path, *, examples: int = 3) -> ReportResult:
     from distill.reporting.html import render_html
 
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     figures = build_figures(run_dir)
-    trajectories = _read_jsonl(run_dir / "trajectories.jsonl")
-    rejected = _read_jsonl(run_dir / "rejected.jsonl")
+    trajectories = _read_jsonl(folder.trajectories)
+    rejected = _read_jsonl(folder.rejected)
     questions = {t["id"]: t["turns"][0]["question"] for t in trajectories if t.get("turns")}
     page = render_html(
         figures, SECTIONS, _pick_accepted(trajectories, rejected, examples), _pick_rejected(rejected, examples), questions
     )
-    html_path, json_path = run_dir / "report.html", run_dir / "report.json"
-    _write(html_path, page)
-    _write(json_path, json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
+    html_path, json_path = folder.report_html, folder.report_json
+    write_text(html_path, page)
+    write_json(json_path, figures)
     return ReportResult(html=html_path, json=json_path, figures=figures)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _pick_accepted(trajectories: list[dict[str, Any]], rejected: list[dict[str, Any]], n: int) -> list[dict]:

@@ -1,4 +1,9 @@
-"""What every teacher is: an async `complete(request) -> reply`, plus the factory that picks one from the config.
+"""What every teacher is: an async `complete(request) -> reply` (`Teacher`), and its two optional parts.
+
+A teacher is any policy that plays the agent: the teacher model during generation, a student behind the same
+engine during `distill eval`, a local in-process model. Two optional parts, so `distill.generation.resume` needs no
+look inside a teacher: `RunTeacher` (answers cost something: `use_run` gives it the run folder's ledger and meter)
+and `PacedTeacher` (`limits`: the rate limits it worked under, for the manifest).
 
 A `TeacherRequest` holds exactly what is sent to the model (messages, parameters, response_format, and for native
 tool calling `tools` / `tool_choice` / `parallel_tool_calls`) and a `context` that is never sent: the plan behind the
@@ -11,9 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-__all__ = ["Teacher", "TeacherCallError", "TeacherReply", "TeacherRequest"]
+from distill.errors import Rejection
+
+if TYPE_CHECKING:
+    from distill.teachers.costs import Meter
+    from distill.teachers.ledger import Ledger
+
+__all__ = ["PacedTeacher", "RunTeacher", "Teacher", "TeacherCallError", "TeacherReply", "TeacherRequest"]
 
 
 @dataclass(slots=True)
@@ -56,17 +67,13 @@ class TeacherReply:
     tool_calls: list[dict[str, Any]] | None = None  # [{"id", "type": "function", "function": {"name", "arguments"}}]
 
 
-class TeacherCallError(Exception):
+class TeacherCallError(Rejection):
     """A call that produced no answer after the retries (HTTP error, timeout); `reason` is machine-readable."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
-
+@runtime_checkable
 class Teacher(Protocol):
-    """The interface the pipeline uses."""
+    """The interface the agent loop uses: a policy that answers requests."""
 
     provider: str
     model: str
@@ -77,4 +84,22 @@ class Teacher(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class RunTeacher(Protocol):
+    """The optional part of a teacher whose answers are paid for: it keeps them in the run folder's ledger."""
+
+    def use_run(self, ledger: Ledger | None, meter: Meter | None) -> None:
+        """Answer from (and record into) `ledger`; count requests, tokens and dollars in `meter`."""
+        ...
+
+
+@runtime_checkable
+class PacedTeacher(Protocol):
+    """The optional part of a teacher behind a rate-limited endpoint."""
+
+    def limits(self) -> dict[str, Any]:
+        """The rate limits in force and where they came from (the manifest's `teacher_usage.limits`)."""
         ...

@@ -19,7 +19,12 @@ while the request is in flight (never during a back-off wait). Outcomes:
 - other 4xx: no retry. Failures after the retries are stored in the ledger and raised as `TeacherCallError(reason)`.
 - Circuit breaker: 401 / 403 / 404 (the key or the endpoint is wrong), or no success for `teacher.breaker_s` seconds
   while requests kept failing, stop the run (`RunStopped`): every request afterwards raises it, in-flight requests
-  finish and are stored, and the message says what the endpoint answered.
+  finish and are stored, and the message says what the endpoint answered. With `stop_on_refusal=False` (`distill
+  eval`: a student the endpoint does not serve is a finding, not a reason to stop) a 401 / 403 / 404 is a failed call.
+- An endpoint that cannot be reached (a refused connection or an unknown host on `_UNREACHABLE_ATTEMPTS` attempts
+  in a row, before it ever answered) stops the run at once: "cannot reach the endpoint at URL".
+- `stop(exc)` stops the engine from outside (the first Ctrl-C of `generate`): no request starts afterwards, back-off
+  waits end at once, and the requests in flight (`in_flight`) finish and are stored.
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ CLIENT_CONNECTIONS = 8  # connections per client (see the module doc)
 _RETRYABLE = {408, 409, 500, 502, 503, 504, 520, 522, 524, 529}
 _FATAL = {401: "the key was refused", 403: "access was denied", 404: "the model or the URL does not exist"}
 _BREAKER_MIN_FAILURES = 3
+_UNREACHABLE_ATTEMPTS = 3
 _MAX_WAIT_S = 60.0
+_UNREACHABLE_HINT = "check teacher.base_url or OPENAI_BASE_URL (and that the server is up), then rerun the same command"
 _RESUME_HINT = "finished conversations and every paid answer are kept; fix the cause, then rerun the same command"
 
 
@@ -126,8 +133,10 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: random.Random | None = None,
+        stop_on_refusal: bool = True,
     ) -> None:
         self.config, self.model = config, model
+        self.stop_on_refusal = stop_on_refusal
         self.ledger, self.meter = ledger, meter
         self.limiter = RateLimiter(config.rpm, config.tpm, clock=clock, sleep=sleep)
         self.stopped: RunStopped | None = None
@@ -142,6 +151,10 @@ class Engine:
         self._slot_count = slots
         self._last_success = clock()
         self._failures = 0
+        self.in_flight = 0  # requests sent whose answer has not arrived yet
+        self._answered_once = False  # the endpoint gave an HTTP answer (any status) at least once
+        self._unreached = 0  # connection attempts in a row that reached no server, before any answer
+        self._stop_event: asyncio.Event | None = None
 
     # -- the public call ------------------------------------------------------------------------------------------
     async def send(self, body: dict[str, Any], *, key: str, stage: str) -> dict[str, Any]:
@@ -172,24 +185,26 @@ class Engine:
             attempt = await self._attempt(blob, tokens)
             self.limiter.observe(attempt.status, attempt.headers, attempt.sent_at)
             if attempt.status is not None and 200 <= attempt.status < 300:
-                self._last_success, self._failures = self._clock(), 0
+                self._last_success, self._failures, self._answered_once = self._clock(), 0, True
                 return self._answered(attempt, blob, key, stage, attempts)
-            fatal = self._fatal(attempt)
+            unreachable = self._unreachable(attempt)
+            fatal = self._fatal(attempt) or unreachable
             tripped = fatal or self._breaker(attempt)
             if tripped:
                 self._store_failure(attempt, blob, key, stage, attempts)
-                self.stopped = self.stopped or RunStopped("endpoint", tripped, hint=_RESUME_HINT)
+                hint = _UNREACHABLE_HINT if unreachable else _RESUME_HINT
+                self.stopped = self.stopped or RunStopped("endpoint", tripped, hint=hint)
                 raise self.stopped
             if attempt.status == 429:
                 limited += 1
                 wait = retry_after(attempt.headers)  # capped like every wait: the breaker decides when to give up
-                await self._sleep(min(_MAX_WAIT_S, wait * (1 + 0.1 * self._rng.random())) if wait is not None
+                await self._pause(min(_MAX_WAIT_S, wait * (1 + 0.1 * self._rng.random())) if wait is not None
                                   else self._backoff(limited))
                 continue
             if self._retryable(attempt) and retries < self.config.max_retries:
                 retries += 1
                 wait = retry_after(attempt.headers)
-                await self._sleep(min(_MAX_WAIT_S, wait) if wait is not None else self._backoff(retries))
+                await self._pause(min(_MAX_WAIT_S, wait) if wait is not None else self._backoff(retries))
                 continue
             self._store_failure(attempt, blob, key, stage, attempts)
             raise TeacherCallError(attempt.reason or "error", attempt.describe())
@@ -209,6 +224,7 @@ class Engine:
                     raise self.stopped
                 client = self._clients[slot // self._per]
                 started = self._clock()
+                self.in_flight += 1
                 try:
                     # the body goes as the bytes the ledger stores: the SDK neither copies nor serializes it again
                     response = await client.post("/chat/completions", content=blob, cast_to=httpx2.Response)
@@ -222,9 +238,33 @@ class Engine:
                 except openai.APIConnectionError as exc:
                     cause = exc.__cause__ or exc
                     text = f"{type(cause).__name__}: {cause}"
+                    self._unreached += isinstance(cause, httpx2.ConnectError)
                     return _Attempt(None, None, text, "connection_error", started, self._clock())
+                finally:
+                    self.in_flight -= 1
             finally:
                 self._free.append(slot)
+
+    # -- stopping from outside --------------------------------------------------------------------------------------
+    def stop(self, exc: RunStopped) -> None:
+        """Start no request from now on (the first reason wins); requests in flight finish and are stored."""
+        self.stopped = self.stopped or exc
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """A back-off wait that ends early when the engine is stopped."""
+        if self._stop_event is None:
+            self._stop_event = asyncio.Event()
+        if self.stopped:
+            return
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        stopper = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
 
     # -- outcomes -------------------------------------------------------------------------------------------------
     def _answered(self, attempt: _Attempt, blob: bytes, key: str, stage: str, attempts: int) -> dict[str, Any]:
@@ -266,11 +306,21 @@ class Engine:
     def _fatal(self, attempt: _Attempt) -> str | None:
         """A message when the answer means no request can succeed (bad key, wrong endpoint, no quota left)."""
         status = attempt.status
-        if status in _FATAL:
+        if status in _FATAL and self.stop_on_refusal:
             return f"stopped: the teacher endpoint answered {attempt.describe()} ({_FATAL[status]})"
         if status == 429 and "insufficient_quota" in (attempt.text or ""):
             return f"stopped: the teacher endpoint answered {attempt.describe()} (the account has no quota left)"
         return None
+
+    def _unreachable(self, attempt: _Attempt) -> str | None:
+        """A message when the endpoint never answered and the last attempts could not even connect."""
+        if attempt.status is not None:
+            self._answered_once, self._unreached = True, 0
+        if self._answered_once or self._unreached < _UNREACHABLE_ATTEMPTS:
+            return None
+        url = getattr(self._clients[0], "base_url", None) if self._clients else None
+        return (f"stopped: cannot reach the endpoint at {url or 'the configured URL'} "
+                f"({self._unreached} attempts in a row; {attempt.describe()})")
 
     def _breaker(self, attempt: _Attempt) -> str | None:
         """A message when requests kept failing and nothing succeeded for `teacher.breaker_s` seconds."""

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from distill.run_folder import LEDGER
+
 __all__ = ["LEDGER_FILE", "Ledger", "LedgerEntry"]
 
-LEDGER_FILE = "ledger.sqlite"
+LEDGER_FILE = LEDGER  # in the run folder
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (

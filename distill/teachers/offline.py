@@ -6,7 +6,9 @@ retrieved sentence that best matches the question; it answers small talk directl
 sentences of the same chunk. Same config and seed, same output. The manifest says plainly that it wrote the data.
 The same policy answers in either agent format: a LangChain JSON blob, or native `tool_calls` when the request
 carries `tools` (two parallel searches for some questions when `parallel_tool_calls` is allowed); it also writes
-simulated tools' observations deterministically (`distill.teachers.sampler.simulate_offline`).
+simulated tools' observations deterministically (`distill.teachers.sampler.simulate_offline`). Real tools of any kind
+(python, MCP, LangChain) are called with the example input for the question, else arguments sampled from their
+schema; a tool that searches documents (the retriever, a LangChain retriever) is played like the retriever.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from distill.config import Config, PythonTool, RetrieverTool, SimulatedTool
+from distill.config import Config, LangchainTool, PythonTool
 from distill.formats.langchain_actions import render_action
 from distill.teachers.base import TeacherReply, TeacherRequest
 from distill.trajectory import FINAL_ANSWER
@@ -169,7 +171,7 @@ class OfflineTeacher:
         rng = random.Random(plan.seed)
         if plan.kind == "direct":
             return [_small_talk(rng)]
-        if not isinstance(tool, RetrieverTool) and tool is not None and tool.examples:
+        if tool is not None and not tool.searches and tool.examples:
             example = rng.choice(tool.examples)
             first = _vary(example, rng) if tool.structured else _vary_numbers(example, rng)
         else:
@@ -209,9 +211,9 @@ class OfflineTeacher:
         if not steps:
             if tool is None:
                 return [(FINAL_ANSWER, "I'm not sure; could you rephrase that?")]
-            if not isinstance(tool, RetrieverTool):
+            if not tool.searches:
                 follow_up = ctx["turn"] > 0 and _example_input(tool, question) is None
-                search = next((t for t in self._config.tools if isinstance(t, RetrieverTool)), None)
+                search = next((t for t in self._config.tools if t.searches), None)
                 if not (follow_up and search is not None):  # follow-ups ask about the chunk: search it
                     return [(tool.name, self._tool_input(tool, plan, question))]
                 tool = search
@@ -228,11 +230,11 @@ class OfflineTeacher:
         if failed is not None:
             return [(FINAL_ANSWER, f"I tried to use {failed.action}, but it failed: {failed.observation}")]
         tool = self._config.tool(last.action)
-        if isinstance(tool, PythonTool):
+        if tool is None or tool.searches:
+            return [(FINAL_ANSWER, self._answer_from(question, *(s.observation or "" for s in batch)))]
+        if isinstance(tool, PythonTool | LangchainTool):
             return [(FINAL_ANSWER, f"The result is {last.observation}.")]
-        if isinstance(tool, SimulatedTool):
-            return [(FINAL_ANSWER, f"Here is what {tool.name} returned: {_summary(last.observation or '')}")]
-        return [(FINAL_ANSWER, self._answer_from(question, *(s.observation or "" for s in batch)))]
+        return [(FINAL_ANSWER, f"Here is what {tool.name} returned: {_summary(last.observation or '')}")]
 
     @staticmethod
     def _tool_input(tool: Any, plan: Any, question: str) -> str:
@@ -277,6 +279,12 @@ def _summary(observation: str) -> str:
         value = json.loads(observation)
     except ValueError:
         return observation
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        if len(value) == 1:
+            return _summary(json.dumps(value[0]))
+        return f"{len(value)} results. The first: {_summary(json.dumps(value[0]))}"
+    if isinstance(value, list) and not value:
+        return "nothing (no results)."
     if not isinstance(value, dict):
         return observation
     words = {True: "yes", False: "no"}

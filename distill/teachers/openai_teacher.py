@@ -1,26 +1,27 @@
-"""The OpenAI teacher: builds the chat-completions body of a request, asks the ledger, else sends it via the engine.
+"""A model behind an OpenAI-compatible endpoint (`OpenAIModel`) and the OpenAI teacher (`OpenAITeacher`).
 
-Works against OpenAI or any OpenAI-compatible endpoint: `teacher.base_url`, else `OPENAI_BASE_URL`. The key is read
-from `OPENAI_API_KEY` only and never written anywhere. Rate limits, retries, the circuit breaker and the budget are
-the engine's (distill/teachers/engine.py); a run folder's ledger and meter are attached with `use_run`. Replies are
-read from the raw response body (`reply_from_body`), the same way for a fresh answer and for one from the ledger.
-`chat_body` builds the body (with `teacher.service_tier` when set); the batch path (distill/teachers/batch.py) writes
-the same body into its batch files.
+Builds the chat-completions body of a request, asks the ledger, else sends it via the engine. The teacher works
+against `teacher.base_url`, else `OPENAI_BASE_URL`, else OpenAI, with the key from `OPENAI_API_KEY`
+(`distill.endpoint`); `distill eval` plays each student through an `OpenAIModel` without a ledger. Rate limits,
+retries, the circuit breaker and the budget are the engine's (distill/teachers/engine.py); a run folder's ledger and
+meter are attached with `use_run`. Replies are read from the raw response body (`reply_from_body`), the same way for
+a fresh answer and for one from the ledger. `chat_body` builds the body (with `teacher.service_tier` when set); the
+batch path (distill/teachers/batch.py) writes the same body into its batch files.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from distill.config import Config
+from distill.config import Config, TeacherConfig
+from distill.endpoint import Endpoint, resolve_endpoint
 from distill.errors import TeacherError
 from distill.teachers.base import TeacherCallError, TeacherReply, TeacherRequest
 from distill.teachers.costs import Meter
 from distill.teachers.engine import Engine, build_clients, usage_of
 from distill.teachers.ledger import Ledger
 
-__all__ = ["OpenAITeacher", "chat_body", "reply_from_body"]
+__all__ = ["OpenAIModel", "OpenAITeacher", "chat_body", "reply_from_body"]
 
 
 def reply_from_body(body: Any, model: str) -> TeacherReply:
@@ -57,34 +58,41 @@ def chat_body(model: str, request: TeacherRequest, service_tier: str | None = No
     return body
 
 
-class OpenAITeacher:
-    """Calls chat completions with the request's messages and parameters."""
+class OpenAIModel:
+    """A model behind an OpenAI-compatible endpoint, through the engine: the policy of a teacher or of a student.
+
+    `settings` are the engine's (concurrency, retries, timeouts, limits, breaker); `stop_on_refusal` False makes a
+    401 / 403 / 404 a failed call (`TeacherCallError("http_404")`) instead of a stopped run (see `Engine`).
+    """
 
     provider = "openai"
 
-    def __init__(self, config: Config, *, client: Any = None) -> None:
-        self.model = config.teacher.model
-        self._config = config.teacher
-        if client is None:
-            key = os.environ.get("OPENAI_API_KEY")
-            if not key:
-                raise TeacherError(
-                    "teacher.provider is openai but OPENAI_API_KEY is not set",
-                    hint="export OPENAI_API_KEY=... (and OPENAI_BASE_URL for another endpoint), "
-                    "or set teacher.provider: offline",
-                )
-            base_url = config.teacher.base_url or os.environ.get("OPENAI_BASE_URL") or None
-            clients = build_clients(config.teacher, key, base_url)
-        else:
-            clients = [client]
+    def __init__(
+        self, settings: TeacherConfig, model: str, clients: list[Any], *, base_url: str | None = None,
+        stop_on_refusal: bool = True,
+    ) -> None:
+        self.model, self.base_url = model, base_url
+        self.service_tier = settings.service_tier
         self.ledger: Ledger | None = None
         self.meter: Meter | None = None
-        self.engine = Engine(config.teacher, clients, model=self.model)
+        self.engine = Engine(settings, clients, model=model, stop_on_refusal=stop_on_refusal)
+
+    @classmethod
+    def at(
+        cls, settings: TeacherConfig, model: str, endpoint: Endpoint, *, stop_on_refusal: bool = True
+    ) -> OpenAIModel:
+        """`model` at a resolved endpoint (`distill.endpoint.resolve_endpoint`), with the engine's own clients."""
+        clients = build_clients(settings, endpoint.api_key, endpoint.base_url)
+        return cls(settings, model, clients, base_url=endpoint.base_url, stop_on_refusal=stop_on_refusal)
 
     def use_run(self, ledger: Ledger | None, meter: Meter | None) -> None:
         """Answer from (and record into) a run folder's ledger; count requests, tokens and dollars in `meter`."""
         self.ledger = self.engine.ledger = ledger
         self.meter = self.engine.meter = meter
+
+    def limits(self) -> dict[str, Any]:
+        """The rate limits in force and where they came from (configured, headers, learned from 429s)."""
+        return self.engine.limiter.describe()
 
     async def complete(self, request: TeacherRequest) -> TeacherReply:
         """One chat completion, from the ledger when it was answered before; failures become TeacherCallError."""
@@ -95,10 +103,26 @@ class OpenAITeacher:
                 if self.meter is not None:
                     self.meter.record(request.stage, stored.usage, hit=True)
                 return reply_from_body(stored.body(), self.model)
-        kwargs = chat_body(self.model, request, self._config.service_tier)
+        kwargs = chat_body(self.model, request, self.service_tier)
         body = await self.engine.send(kwargs, key=key, stage=request.stage)
         return reply_from_body(body, self.model)
 
     async def aclose(self) -> None:
         """Close the HTTP clients."""
         await self.engine.aclose()
+
+
+class OpenAITeacher(OpenAIModel):
+    """The teacher of `teacher.provider: openai`: `teacher.model` at `teacher.base_url` (else OPENAI_BASE_URL)."""
+
+    def __init__(self, config: Config, *, client: Any = None) -> None:
+        if client is None:
+            endpoint = resolve_endpoint(
+                config.teacher.base_url, key_required=True, url_option="teacher.base_url",
+                needed_by="teacher.provider is openai", alternative="or set teacher.provider: offline",
+                error=TeacherError,
+            )
+            clients, base_url = build_clients(config.teacher, endpoint.api_key, endpoint.base_url), endpoint.base_url
+        else:
+            clients, base_url = [client], None
+        super().__init__(config.teacher, config.teacher.model, clients, base_url=base_url)

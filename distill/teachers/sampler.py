@@ -13,7 +13,8 @@ import random
 import re
 from typing import Any
 
-from distill.config import SimulatedTool, schema_problem
+from distill.config import SimulatedTool
+from distill.schema import schema_problem
 
 __all__ = ["observation_text", "sample_instance", "simulate_offline", "wrapped_output"]
 

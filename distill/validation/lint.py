@@ -9,7 +9,8 @@ every trained assistant message must be exactly one canonical action, and every 
 within the configured step budget. Lines with `tools` or `tool_calls` (native tool calling, `agent.format:
 openai-tools`) are checked by `distill.formats.openai_tools.check_line`: valid function definitions, known
 functions, arguments that parse as JSON and satisfy the schema (the config's, when given), parallel calls only where
-allowed, the step budget, and a final assistant text answer. A problem is data (`Problem`), never an exception.
+allowed, the step budget, and a final assistant text answer. Preference (DPO) lines are checked by
+`distill.validation.preferences`. A problem is data (`Problem`), never an exception.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from distill.errors import DistillError
 from distill.formats.langchain_actions import ToolSpec, check_action
 from distill.tokens import count_example, example_limit
 from distill.trajectory import Reason
+from distill.validation.preferences import is_preference_line, lint_preference
 from distill.validation.report import LintReport, Problem, format_report
 
 __all__ = ["DEFAULT_MODEL", "LintReport", "Problem", "format_report", "lint_example", "lint_file"]
@@ -272,6 +274,8 @@ def _lint(
 ) -> tuple[list[Problem], int | None]:
     if not isinstance(example, dict):
         return [Problem(0, "data_type", f"the line is a JSON {type(example).__name__}, not an object")], None
+    if is_preference_line(example):  # a preference (DPO) line: its prompt + preferred answer is linted as a chat line
+        return lint_preference(example, lambda chat: _lint(chat, tools, max_steps, model, token_limit))
     messages = example.get("messages")
     if not isinstance(messages, list) or not messages:
         what = "missing" if messages is None else "empty" if messages == [] else f"a {type(messages).__name__}"
