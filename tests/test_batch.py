@@ -297,3 +297,13 @@ def test_top_up_rounds_go_through_waves(online, api, tmp_path) -> None:
     assert manifest["top_up"]["extra_conversations"] > 0
     assert api.repeated() == []
     _same_dataset(tmp_path / "online", tmp_path / "batch")
+
+
+def test_the_judge_stage_goes_through_waves(online, api, tmp_path) -> None:
+    judge = {"enabled": True}
+    generate(load_config(_config_file(tmp_path, judge=judge)), tmp_path / "online", progress=False)
+    config = load_config(_config_file(tmp_path, judge=judge, teacher={"mode": "batch"}))
+    generate(config, tmp_path / "batch", progress=False)
+    assert any(b["messages"][0]["content"] != "" and b["seed"] == 0 and b["temperature"] == 0 for b in api.bodies)
+    assert api.repeated() == []
+    _same_dataset(tmp_path / "online", tmp_path / "batch")
