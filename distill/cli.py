@@ -44,6 +44,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         result = generate(
             config, args.out, progress=not args.no_progress, fresh=args.fresh, from_ledger=args.from_ledger,
             focus=args.focus, focus_budget=args.focus_budget,
+            batch=args.batch, no_wait=args.no_wait, cancel_batches=args.cancel_batches,
         )
     except KeyboardInterrupt:
         out = f" --out {args.out}" if args.out else ""
@@ -51,6 +52,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
               " resumes", file=sys.stderr)
         return 130
     except RunStopped as exc:
+        from distill.generation.waves import BATCHES_PENDING_EXIT, BatchesPending
+
+        if isinstance(exc, BatchesPending):  # batch mode: batches in flight are not a failure (exit 75: rerun later)
+            print(f"{exc.message}; {exc.hint}", file=sys.stderr)
+            return BATCHES_PENDING_EXIT
         if exc.reason != "interrupted":  # a first Ctrl-C that drained the requests in flight (generation/interrupt.py)
             raise
         print(f"distill: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
@@ -81,6 +87,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    help="add conversations aimed at what the student failed in this eval report of the run")
     p.add_argument("--focus-budget", type=int, metavar="N",
                    help="at most N focused conversations (default: twice the failures, at least 10)")
+    p.add_argument("--batch", action="store_true", help="teacher.mode: batch: the Batch API in waves, half price")
+    p.add_argument("--no-wait", action="store_true", help="batch mode: submit the next wave and exit (rerun to advance)")
+    p.add_argument("--cancel-batches", action="store_true",
+                   help="batch mode: cancel the run's batches in flight (their answers are kept) and exit")
     p.set_defaults(handler=_cmd_generate)
 
 

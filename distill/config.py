@@ -12,7 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -128,6 +128,10 @@ class TeacherConfig(_Model):
     backoff_s: float = Field(default=1.0, gt=0, le=60, description="first retry wait; doubles, jittered, cap 60 s")
     breaker_s: float = Field(default=60.0, gt=0, description="stop resumably when nothing succeeded for this long")
     price: PriceConfig | None = Field(default=None, description="USD per 1M tokens; null = distill's table")
+    mode: Literal["online", "batch"] = Field(default="online", description="batch: the Batch API in waves, half price")
+    batch_poll_s: float = Field(default=60.0, gt=0, description="seconds between polls of batches in flight")
+    service_tier: str | None = Field(default=None, description="sent as `service_tier` (flex: half price, slower)")
+    batch_price: PriceConfig | None = Field(default=None, description="batch / flex USD per 1M tokens; null = half")
 
     def resolved_provider(self) -> str:
         """The provider actually used: `auto` picks openai when OPENAI_API_KEY is set."""

@@ -4,11 +4,19 @@ Tests register handlers per route (`server.route("POST", r"/v1/chat/completions"
 `FakeRequest` and returns a `FakeResponse` (status, JSON body, headers, a delay before answering, or a dropped
 connection). `chat_script` is the default chat-completions handler: a callable `(body) -> FakeResponse | str`, where a
 string is answered as the assistant's content. Every request is logged in `server.requests`.
+
+`FakeBatchAPI(server, answer)` adds OpenAI's Files and Batch API (`POST /v1/files`, `GET /v1/files/{id}/content`,
+`POST /v1/batches`, `GET /v1/batches`, `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`): each retrieve
+moves a batch one state on (validating -> in_progress -> finalizing -> completed, or expired / failed as the test
+scripts it), the rows are answered when it reaches finalizing, the output file is shuffled, failed rows (any status
+the test scripts, e.g. 500) and `batch_expired` rows go to the error file; what was answered is counted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import re
 import threading
 import time
@@ -17,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-__all__ = ["FakeOpenAI", "FakeRequest", "FakeResponse", "RpmLimit", "chat_completion"]
+__all__ = ["FakeBatchAPI", "FakeOpenAI", "FakeRequest", "FakeResponse", "RpmLimit", "chat_completion"]
 
 
 @dataclass
@@ -175,6 +183,193 @@ class FakeOpenAI:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _multipart(request: FakeRequest) -> dict[str, tuple[str | None, bytes]]:
+    """The fields of a multipart/form-data body: name -> (filename, bytes)."""
+    from email.parser import BytesParser
+    from email.policy import default
+
+    ctype = next(v for k, v in request.headers.items() if k.lower() == "content-type")
+    message = BytesParser(policy=default).parsebytes(f"content-type: {ctype}\r\n\r\n".encode() + request.body)
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        fields[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+    return fields
+
+
+class FakeBatchAPI:
+    """OpenAI's Files and Batch API on a FakeOpenAI (see the module doc).
+
+    `answer(body) -> chat.completion dict`; `fate(n) -> "completed" | "expired" | "failed"` for the n-th batch created
+    (1-based); `row_fault(body, seen) -> status | None` fails a row with that HTTP status (`seen`: how often this body
+    was run before); an expired batch answers the rows at even positions of its input and expires the others. Hooks `on_create(batch)` / `on_retrieve(batch)` run before answering.
+    """
+
+    STATES = ("validating", "in_progress", "finalizing")
+
+    def __init__(self, server: FakeOpenAI, answer: Callable[[dict[str, Any]], dict[str, Any]], *,
+                 seed: int = 0) -> None:
+        self.server, self.answer = server, answer
+        self.fate: Callable[[int], str] = lambda n: "completed"
+        self.row_fault: Callable[[dict[str, Any], int], int | None] = lambda body, seen: None
+        self.on_create: Callable[[dict[str, Any]], None] = lambda batch: None
+        self.on_retrieve: Callable[[dict[str, Any]], None] = lambda batch: None
+        self.files: dict[str, dict[str, Any]] = {}
+        self.contents: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.answered: dict[str, int] = {}  # canonical body -> times answered 200 (paid)
+        self.seen: dict[str, int] = {}  # canonical body -> times run (any outcome)
+        self.paid_usage: list[dict[str, int]] = []  # usage of every answered row
+        self.created_inputs: list[str] = []  # sha256 of each created batch's input file
+        self.bodies: list[dict[str, Any]] = []  # every request body submitted in a batch
+        self._rng = random.Random(seed)
+        self._lock = threading.RLock()
+        self._n = 0
+        server.route("POST", r"/v1/files", self._upload)
+        server.route("GET", r"/v1/files/(?P<id>[^/]+)/content", self._content)
+        server.route("POST", r"/v1/batches", self._create)
+        server.route("GET", r"/v1/batches", self._list)
+        server.route("GET", r"/v1/batches/[^/]+", self._retrieve)
+        server.route("POST", r"/v1/batches/[^/]+/cancel", self._cancel)
+
+    # -- files ------------------------------------------------------------------------------------------------------
+    def _new_file(self, name: str, content: bytes, purpose: str) -> dict[str, Any]:
+        with self._lock:
+            self._n += 1
+            file = {"id": f"file-{self._n:04d}", "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                    "filename": name, "purpose": purpose, "status": "processed"}
+            self.files[file["id"]], self.contents[file["id"]] = file, content
+        return file
+
+    def _upload(self, request: FakeRequest) -> FakeResponse:
+        fields = _multipart(request)
+        name, content = fields["file"]
+        purpose = fields["purpose"][1].decode()
+        if purpose != "batch":
+            return FakeResponse(400, {"error": {"message": f"purpose {purpose!r}: this fake takes batch files only"}})
+        return FakeResponse(json=self._new_file(name or "input.jsonl", content, purpose))
+
+    def _content(self, request: FakeRequest) -> FakeResponse:
+        file_id = request.path.split("/")[-2]
+        if file_id not in self.contents:
+            return FakeResponse(404, {"error": {"message": f"no file {file_id}"}})
+        return FakeResponse(body=self.contents[file_id])
+
+    # -- batches ----------------------------------------------------------------------------------------------------
+    def _create(self, request: FakeRequest) -> FakeResponse:
+        params = request.json()
+        if params.get("completion_window") != "24h" or params.get("endpoint") != "/v1/chat/completions":
+            return FakeResponse(400, {"error": {"message": "completion_window must be 24h, endpoint chat completions"}})
+        content = self.contents.get(params["input_file_id"])
+        if content is None:
+            return FakeResponse(404, {"error": {"message": "no such input file"}})
+        with self._lock:
+            self._n += 1
+            batch = {
+                "id": f"batch_{self._n:04d}", "object": "batch", "endpoint": params["endpoint"], "errors": None,
+                "input_file_id": params["input_file_id"], "completion_window": "24h", "status": "validating",
+                "output_file_id": None, "error_file_id": None, "created_at": int(time.time()),
+                "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": params.get("metadata"),
+            }
+            self.batches[batch["id"]] = batch
+            self.created_inputs.append(hashlib.sha256(content).hexdigest())
+            batch["_fate"] = self.fate(len(self.created_inputs))
+        self.on_create(batch)
+        return FakeResponse(json=self._public(batch))
+
+    @staticmethod
+    def _public(batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def _list(self, request: FakeRequest) -> FakeResponse:
+        data = [self._public(b) for b in reversed(list(self.batches.values()))]  # newest first, as OpenAI lists
+        return FakeResponse(json={"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                                  "last_id": data[-1]["id"] if data else None, "has_more": False})
+
+    def _retrieve(self, request: FakeRequest) -> FakeResponse:
+        batch = self.batches.get(request.path.split("/")[-1])
+        if batch is None:
+            return FakeResponse(404, {"error": {"message": "no such batch"}})
+        self.on_retrieve(batch)
+        with self._lock:
+            self._advance(batch)
+        return FakeResponse(json=self._public(batch))
+
+    def _cancel(self, request: FakeRequest) -> FakeResponse:
+        batch = self.batches.get(request.path.split("/")[-2])
+        if batch is None:
+            return FakeResponse(404, {"error": {"message": "no such batch"}})
+        with self._lock:
+            if batch["status"] in self.STATES:
+                batch["status"] = "cancelling"
+        return FakeResponse(json=self._public(batch))
+
+    def _advance(self, batch: dict[str, Any]) -> None:
+        status = batch["status"]
+        if status == "cancelling":
+            batch["status"] = "cancelled"
+            return
+        if status not in self.STATES:
+            return
+        fate = batch["_fate"]
+        if status == "validating":
+            if fate == "failed":
+                batch["status"] = "failed"
+                batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "line": 1,
+                                                               "message": "scripted: the input file is invalid"}]}
+                return
+            batch["status"] = "in_progress"
+            lines = self.contents[batch["input_file_id"]].decode().splitlines()
+            batch["request_counts"] = {"total": len(lines), "completed": 0, "failed": 0}
+        elif status == "in_progress":
+            self._run(batch, expire=fate == "expired")
+            batch["status"] = "finalizing"
+        else:
+            batch["status"] = "expired" if fate == "expired" else "completed"
+
+    def _run(self, batch: dict[str, Any], *, expire: bool) -> None:
+        """Answer (or fail, or expire) every row; write the output and error files."""
+        outputs: list[str] = []
+        errors: list[str] = []
+        counts = batch["request_counts"]
+        for n, line in enumerate(self.contents[batch["input_file_id"]].decode().splitlines()):
+            row = json.loads(line)
+            body = row["body"]
+            self.bodies.append(body)
+            if expire and n % 2:
+                errors.append(json.dumps({"id": f"batch_req_{n}", "custom_id": row["custom_id"], "response": None,
+                                          "error": {"code": "batch_expired", "message": "not run before expiry"}}))
+                continue
+            canon = json.dumps(body, sort_keys=True)
+            seen = self.seen.get(canon, 0)
+            self.seen[canon] = seen + 1
+            fault = self.row_fault(body, seen)
+            if fault is not None:
+                counts["failed"] += 1
+                response = {"status_code": fault, "request_id": f"req_{n}",
+                            "body": {"error": {"message": f"scripted HTTP {fault}", "type": "server_error"}}}
+                errors.append(json.dumps({"id": f"batch_req_{n}", "custom_id": row["custom_id"],
+                                          "response": response, "error": None}))
+                continue
+            answer = self.answer(body)
+            self.answered[canon] = self.answered.get(canon, 0) + 1
+            self.paid_usage.append(answer.get("usage") or {})
+            counts["completed"] += 1
+            outputs.append(json.dumps({"id": f"batch_req_{n}", "custom_id": row["custom_id"], "error": None,
+                                       "response": {"status_code": 200, "request_id": f"req_{n}", "body": answer}}))
+        self._rng.shuffle(outputs)  # output order is not input order
+        if outputs:
+            batch["output_file_id"] = self._new_file("output.jsonl", ("\n".join(outputs) + "\n").encode(),
+                                                     "batch_output")["id"]
+        if errors:
+            batch["error_file_id"] = self._new_file("errors.jsonl", ("\n".join(errors) + "\n").encode(),
+                                                    "batch_output")["id"]
+
+    def repeated(self) -> list[str]:
+        """Bodies answered (paid) more than once."""
+        return [body for body, n in self.answered.items() if n > 1]
 
 
 class RpmLimit:

@@ -6,7 +6,8 @@ into the run folder with the real teacher, without top-up. Its answers go to the
 replays the pilot from the ledger for free. The projection scales what the pilot's conversations consumed (requests
 and tokens per conversation, whether paid now or replayed) to `generation.conversations`, prices it with the
 teacher's price, and times it by the binding limit: `teacher.concurrency` / mean latency, the requests-per-minute
-limit (configured, announced in headers, or learned from 429s) or the tokens-per-minute limit.
+limit (configured, announced in headers, or learned from 429s) or the tokens-per-minute limit. The pilot always runs
+online (a batch pilot could wait a day); the projection also shows the batch / flex price (half).
 
 A run folder that holds a finished full run is not estimated into: the pilot would replace its dataset files with
 the pilot's few examples. `force=True` (`--force`) does it anyway (the ledger keeps every answer, so a later
@@ -22,6 +23,7 @@ from typing import Any
 
 from distill.config import Config
 from distill.run_folder import default_run_dir, read_manifest
+from distill.teachers.costs import BATCH_DISCOUNT
 
 __all__ = ["Estimate", "estimate"]
 
@@ -60,6 +62,9 @@ class Estimate:
                 f"about {_duration(proj['seconds'])} ({proj['bound_by']})"
             ),
         ]
+        if proj.get("batch_usd") is not None and proj.get("usd"):
+            lines.append(f"at batch or flex prices: {_money(proj['batch_usd'])} (teacher.mode: batch, one 24 h window "
+                         "per agent step at worst; or teacher.service_tier: flex)")
         if self.acceptance_rate is not None:
             lines.append(
                 f"acceptance: {self.acceptance_rate:.0%} -> about {proj['accepted']:,} accepted conversations "
@@ -96,6 +101,12 @@ def estimate(
     if not force:
         _refuse_full_run(Path(out) if out is not None else default_run_dir(config))
     size = max(1, min(pilot, config.generation.conversations))
+    online = config.teacher.mode == "online" and config.teacher.service_tier != "flex"
+    if not online:  # the pilot runs online and at once (priced online); the projection shows the batch price too
+        path = config.path
+        teacher = config.teacher.model_copy(update={"mode": "online", "service_tier": None})
+        config = config.model_copy(update={"teacher": teacher})
+        config._path = path
     result = generate(config, out, progress=progress, fresh=True, pilot=size)
     manifest = read_manifest(result.run_dir).as_dict()
     counts = result.conversations
@@ -137,6 +148,7 @@ def estimate(
             "accepted": round(counts["accepted"] / n * total),
             "top_up_conversations": extra,
             "top_up_usd": round(per["usd"] * extra, 4) if per["usd"] is not None else None,
+            "batch_usd": round(per["usd"] * total * BATCH_DISCOUNT, 4) if per["usd"] is not None else None,
         },
         spent_usd=(usage.get("run_folder") or {}).get("usd") if priced else (0.0 if offline else None),
         limits=usage.get("limits", {}),

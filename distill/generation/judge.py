@@ -26,6 +26,7 @@ from distill.config import Config
 from distill.generation.offline_judge import OFFLINE_JUDGE, OFFLINE_JUDGE_NOTE, OfflineJudge
 from distill.judge_config import SCORE_MAX, SCORE_MIN
 from distill.teachers.base import TeacherCallError, TeacherReply, TeacherRequest
+from distill.teachers.batch import RequestPending, WavePending
 from distill.templates import template
 from distill.trajectory import Trajectory
 
@@ -152,6 +153,9 @@ async def judge_all(config: Config, trajectories: Sequence[Trajectory], document
                 except TeacherCallError as exc:
                     t.fail("judge", exc.reason, exc.detail)
                     return True
+                except RequestPending:  # batch mode: judged in a later wave (distill/generation/waves.py)
+                    waiting.append(t.id)
+                    return False
             try:
                 verdict["scores"] = read_verdict(reply, criteria)
             except VerdictError as exc:
@@ -159,7 +163,10 @@ async def judge_all(config: Config, trajectories: Sequence[Trajectory], document
         t.meta["judge"] = verdict
         return True
 
+    waiting: list[str] = []
     done = await asyncio.gather(*(one(t) for t in trajectories if t.outcome == "accepted"))
+    if waiting:
+        raise WavePending(len(waiting))
     return sum(done)
 
 

@@ -37,6 +37,7 @@ from distill.run_folder import (
     write_jsonl,
 )
 from distill.teachers.base import Teacher
+from distill.teachers.batch import RequestPending, WavePending
 from distill.trajectory import Plan, Trajectory
 
 __all__ = ["GenerateResult", "default_run_dir", "generate", "load_trajectories", "reexport"]  # the last two: run_folder's
@@ -116,10 +117,11 @@ async def _roll_all(
     run.add_plans(plans)  # a top-up's extra plans are on disk before their conversations are
     results: list[Trajectory | None] = [None] * len(plans)
     tally = {"accepted": 0, "rejected": 0, "failed": 0}
+    waiting = 0  # batch mode: conversations waiting for their wave's batch (distill/generation/waves.py)
     bar = _progress(len(plans), progress, label)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(plans)):
-        done = run.done(plans[i])  # finished before a resume, for this very plan
+        done = run.done(plans[i]) or run.waved.get(plans[i].id)  # finished before a resume, or an earlier wave
         if done is None:
             queue.put_nowait(i)
         else:
@@ -128,6 +130,7 @@ async def _roll_all(
     bar.update(len(plans) - queue.qsize())
 
     async def worker() -> None:
+        nonlocal waiting
         while not queue.empty() and run.stopped is None:
             i = queue.get_nowait()
             try:
@@ -135,7 +138,11 @@ async def _roll_all(
             except RunStopped as exc:  # circuit breaker or budget: the conversation resumes later
                 run.stop(exc)
                 return
+            except RequestPending:  # batch mode: not failed, not finished; the next wave replays it
+                waiting += 1
+                continue
             results[i] = trajectory
+            run.waved[trajectory.id] = trajectory  # the next wave (batch mode) does not run it again
             run.record(trajectory)
             tally[trajectory.outcome] += 1
             bar.update(1)
@@ -148,6 +155,8 @@ async def _roll_all(
     finally:
         bar.close()
     run.check_stopped()
+    if waiting:
+        raise WavePending(waiting)
     return [t for t in results if t is not None]
 
 
@@ -210,6 +219,9 @@ def generate(
     pilot: int | None = None,
     focus: str | Path | None = None,
     focus_budget: int | None = None,
+    batch: bool = False,
+    no_wait: bool = False,
+    cancel_batches: bool = False,
 ) -> GenerateResult:
     """Run every stage for `config` and write the run folder (default `outputs/<name>/`).
 
@@ -217,6 +229,8 @@ def generate(
     request from the run folder's ledger (zero calls); `pilot` runs only the first `pilot` plans (no top-up);
     `focus` (an eval report of this run) adds conversations aimed at what the student failed
     (distill/generation/focus.py), at most `focus_budget`, and keeps the validation split the eval held out.
+    `batch` (or `teacher.mode: batch`) runs through the Batch API in waves (distill/generation/waves.py); `no_wait`
+    submits a wave and raises `BatchesPending`; `cancel_batches` cancels the batches in flight.
     """
     started = time.perf_counter()
     run_dir = output_folder(out if out is not None else default_run_dir(config))
@@ -239,10 +253,25 @@ def generate(
         plans += focused.plans
     fmt = get_format(config)
     texts = [c.text for c in chunks]
+    waves = (batch or no_wait or cancel_batches or config.teacher.mode == "batch") and not from_ledger
+    if waves:
+        from distill.generation.waves import batch_teacher
+
+        config, teacher = batch_teacher(config, teacher)
     run = RunSession.open(config, run_dir, plans, texts, teacher=teacher, fresh=fresh, from_ledger=from_ledger)
     rollout = Rollout(config=config, teacher=run.teacher, fmt=fmt, tools=ToolBox(config, index))
     todo = plans[:pilot] if pilot else plans
-    topped = asyncio.run(_draining(run, rollout, _roll_and_top_up(todo, chunks, rollout, progress, run, pilot=bool(pilot))))
+
+    def roll() -> Any:
+        return asyncio.run(_draining(run, rollout, _roll_and_top_up(todo, chunks, rollout, progress, run,
+                                                                    pilot=bool(pilot))))
+
+    if waves:
+        from distill.generation.waves import run_waves
+
+        topped, batch_section = run_waves(config, run, roll, no_wait=no_wait, cancel=cancel_batches)
+    else:
+        topped, batch_section = roll(), None
     plans, trajectories = topped.plans, topped.trajectories
     if topped.summary["extra_conversations"]:  # the extra plans continue the numbering
         write_jsonl(folder.plans, (p.model_dump() for p in plans))
@@ -259,6 +288,8 @@ def generate(
         "top_up": topped.summary,
         **sections,
     }
+    if batch_section is not None:
+        extra["batch"] = batch_section
     pinned = None
     if focused is not None:
         extra["focus"] = focused.summary

@@ -48,7 +48,8 @@ from distill.trajectory import Plan, Trajectory
 __all__ = ["RUN_STATE", "TRAJECTORIES", "RunSession", "fingerprint"]
 
 # Keys that change neither a request nor a conversation: changing them keeps the finished conversations.
-_NEUTRAL_TEACHER = ("concurrency", "max_retries", "timeout_s", "rpm", "tpm", "backoff_s", "breaker_s", "price", "base_url")
+_NEUTRAL_TEACHER = ("concurrency", "max_retries", "timeout_s", "rpm", "tpm", "backoff_s", "breaker_s", "price", "base_url",
+                    "mode", "batch_poll_s", "service_tier", "batch_price")  # online or batch: the same requests
 
 
 def fingerprint(config: Config, plans: Sequence[Plan], chunk_texts: Sequence[str]) -> str:
@@ -109,6 +110,7 @@ class RunSession:
         self.config, self.run_dir, self.teacher = config, run_dir, teacher
         self.finished: dict[str, Trajectory] = {}
         self._resumed: set[str] = set()  # ids of the conversations taken from an earlier invocation
+        self.waved: dict[str, Trajectory] = {}  # batch mode: finished by an earlier wave of this invocation
         self.recorded = 0
         self.ledger: Ledger | None = None
         self.meter: Meter | None = None

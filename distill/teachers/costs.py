@@ -3,7 +3,8 @@
 Prices are USD per 1M tokens (input, cached input, output), defaults for common OpenAI models as published on
 openai.com/api/pricing (standard tier) when this table was written; `teacher.price` in the config overrides them,
 and is required for any other model when a budget is set. A dated snapshot (`gpt-4o-2024-08-06`) takes the price of
-its family (`gpt-4o`): the longest table entry it starts with, followed by `-` or nothing.
+its family (`gpt-4o`): the longest table entry it starts with, followed by `-` or nothing. Batch mode and
+`service_tier: flex` pay half (`discounted`), or `teacher.batch_price` when given.
 
 The `Meter` counts what this invocation sent and what the ledger answered, per stage (`questions`, `rollout`);
 `generation.max_cost_usd` is checked before each request is sent: the request's worst case (its estimated input
@@ -20,7 +21,9 @@ from typing import Any
 
 from distill.errors import ConfigError, RunStopped
 
-__all__ = ["DEFAULT_PRICES", "Meter", "Price", "StageUsage", "cost_usd", "price_for"]
+__all__ = ["BATCH_DISCOUNT", "DEFAULT_PRICES", "Meter", "Price", "StageUsage", "cost_usd", "discounted", "price_for"]
+
+BATCH_DISCOUNT = 0.5  # the Batch API and flex processing cost half the standard tier
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,15 @@ def price_for(model: str, override: Any = None) -> Price | None:
         return DEFAULT_PRICES[model]
     family = max((m for m in DEFAULT_PRICES if model.startswith(m + "-")), key=len, default=None)
     return DEFAULT_PRICES[family] if family else None
+
+
+def discounted(price: Price | None, override: Any = None) -> Price | None:
+    """The batch / flex price: `teacher.batch_price` when given, else half of `price` (OpenAI's batch discount)."""
+    if override is not None:
+        return price_for("", override)
+    if price is None:
+        return None
+    return Price(price.input * BATCH_DISCOUNT, price.cached_input * BATCH_DISCOUNT, price.output * BATCH_DISCOUNT)
 
 
 def cost_usd(usage: dict[str, int], price: Price | None) -> float | None:
@@ -107,6 +119,8 @@ class Meter:
         """The meter of a run: the teacher's price, the budget; a budget without a known price is a config error."""
         teacher = config.teacher
         price = price_for(teacher.model, teacher.price)
+        if teacher.mode == "batch" or teacher.service_tier == "flex":
+            price = discounted(price, teacher.batch_price)
         budget = config.generation.max_cost_usd
         if budget is not None and price is None:
             raise ConfigError(

@@ -43,7 +43,7 @@ from distill.teachers.costs import Meter, cost_usd
 from distill.teachers.ledger import Ledger
 from distill.teachers.limits import RateLimiter, retry_after
 
-__all__ = ["CLIENT_CONNECTIONS", "Engine", "build_clients", "usage_of"]
+__all__ = ["CLIENT_CONNECTIONS", "Engine", "build_clients", "encode_body", "usage_of"]
 
 CLIENT_CONNECTIONS = 8  # connections per client (see the module doc)
 _RETRYABLE = {408, 409, 500, 502, 503, 504, 520, 522, 524, 529}
@@ -75,6 +75,11 @@ def build_clients(config: TeacherConfig, api_key: str, base_url: str | None) -> 
         )
         for _ in range(count)
     ]
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The bytes sent for a request body (and stored in the ledger, and written into batch files)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def usage_of(body: Any) -> dict[str, int]:
@@ -156,7 +161,7 @@ class Engine:
         """POST /chat/completions; the answer is in the ledger before the parsed body is returned."""
         if self.stopped:
             raise self.stopped
-        blob = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        blob = encode_body(body)
         max_out = int(body.get("max_completion_tokens") or body.get("max_tokens") or 4096)
         reserved = 0.0
         if self.meter is not None and self.meter.budget_usd is not None:

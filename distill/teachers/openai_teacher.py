@@ -5,7 +5,8 @@ against `teacher.base_url`, else `OPENAI_BASE_URL`, else OpenAI, with the key fr
 (`distill.endpoint`); `distill eval` plays each student through an `OpenAIModel` without a ledger. Rate limits,
 retries, the circuit breaker and the budget are the engine's (distill/teachers/engine.py); a run folder's ledger and
 meter are attached with `use_run`. Replies are read from the raw response body (`reply_from_body`), the same way for
-a fresh answer and for one from the ledger.
+a fresh answer and for one from the ledger. `chat_body` builds the body (with `teacher.service_tier` when set); the
+batch path (distill/teachers/batch.py) writes the same body into its batch files.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from distill.teachers.costs import Meter
 from distill.teachers.engine import Engine, build_clients, usage_of
 from distill.teachers.ledger import Ledger
 
-__all__ = ["OpenAIModel", "OpenAITeacher", "reply_from_body"]
+__all__ = ["OpenAIModel", "OpenAITeacher", "chat_body", "reply_from_body"]
 
 
 def reply_from_body(body: Any, model: str) -> TeacherReply:
@@ -44,6 +45,19 @@ def reply_from_body(body: Any, model: str) -> TeacherReply:
     )
 
 
+def chat_body(model: str, request: TeacherRequest, service_tier: str | None = None) -> dict[str, Any]:
+    """The chat-completions body of a request, as the online path sends it and the batch path writes it."""
+    body: dict[str, Any] = {"model": model, "messages": request.messages, **request.params}
+    if request.response_format is not None:
+        body["response_format"] = request.response_format
+    for name in ("tools", "tool_choice", "parallel_tool_calls"):
+        if getattr(request, name) is not None:
+            body[name] = getattr(request, name)
+    if service_tier is not None:  # flex (half price, slower) or any tier the API takes; not part of the ledger key
+        body["service_tier"] = service_tier
+    return body
+
+
 class OpenAIModel:
     """A model behind an OpenAI-compatible endpoint, through the engine: the policy of a teacher or of a student.
 
@@ -58,6 +72,7 @@ class OpenAIModel:
         stop_on_refusal: bool = True,
     ) -> None:
         self.model, self.base_url = model, base_url
+        self.service_tier = settings.service_tier
         self.ledger: Ledger | None = None
         self.meter: Meter | None = None
         self.engine = Engine(settings, clients, model=model, stop_on_refusal=stop_on_refusal)
@@ -88,12 +103,7 @@ class OpenAIModel:
                 if self.meter is not None:
                     self.meter.record(request.stage, stored.usage, hit=True)
                 return reply_from_body(stored.body(), self.model)
-        kwargs: dict[str, Any] = {"model": self.model, "messages": request.messages, **request.params}
-        if request.response_format is not None:
-            kwargs["response_format"] = request.response_format
-        for name in ("tools", "tool_choice", "parallel_tool_calls"):
-            if getattr(request, name) is not None:
-                kwargs[name] = getattr(request, name)
+        kwargs = chat_body(self.model, request, self.service_tier)
         body = await self.engine.send(kwargs, key=key, stage=request.stage)
         return reply_from_body(body, self.model)
 
