@@ -99,8 +99,9 @@ class Student:
 
     def loop(self) -> AgentLoop:
         """The shared agent loop with eval's hooks: own output echoed, cut-off answers read (truncated) as rejects."""
+        # retries=0: a student is never resampled; its first answer at each step is what eval measures
         return AgentLoop(self.fmt, self.policy, self.toolbox, self.max_steps, self.params, stage="eval",
-                         messages=self.messages, stop_at_cut_off=False)
+                         messages=self.messages, stop_at_cut_off=False, retries=0)
 
     async def play(self, q: EvalQuestion) -> Transcript:
         """One question, played to its end; the transcript holds every model call and its verdict."""
