@@ -343,6 +343,9 @@ def test_pipeline_under_faults_completes_and_accounting_closes(fake_openai, make
         gave_up = [t for t in trajectories if t.meta.get("attempts")]
         assert len(gave_up) == resampled_down and all(t.meta["attempts"][0]["reason"] == "text_outside_block"
                                                       for t in gave_up)
+        section = manifest["resampling"]  # the re-ask failed: kept, but not a step resampling gave up on
+        assert (section["steps_given_up"], section["rejected_attempts"], section["resample_requests"]) == (
+            0, resampled_down, resampled_down)
     else:
         assert "resample" not in usage["run_folder"]["by_stage"]
     assert usage["run_folder"]["usd"] == pytest.approx(ledger.total_usd())

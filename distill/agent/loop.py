@@ -73,8 +73,9 @@ class TurnResult:
     `end`: answered (a final answer), no_final_answer (max_steps calls without one), rejected (a reading, or a
     simulated observation, the strict checks refused: `reason`, `detail`, `raw`), cut_off (the last reply was cut
     off by the endpoint; it was still read, see `steps[-1]`), failed (a call got no answer: `reason`, `detail`).
-    `attempts`: the rejected answers at the step that ended the turn, in order, when it was asked more than once
-    (step resampling; the last rejected one is also `raw`, `reason`, `detail`).
+    `attempts` (step resampling): the rejected answers at the step that ended the turn, in order: all of them when
+    every attempt was rejected and there was more than one (the last is also `raw`, `reason`, `detail`), or those
+    before a re-ask that was cut off or got no answer; empty otherwise.
     """
 
     turn: Turn

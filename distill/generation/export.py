@@ -112,7 +112,8 @@ def _resampling(config: Config, trajectories: Sequence[Trajectory], usage: Any) 
     `resample` in the run folder's ledger) and the dollars per accepted conversation."""
     steps = [s for t in trajectories for turn in t.turns for s in turn.steps if s.attempts]
     accepted = [t for t in trajectories if t.outcome == "accepted"]
-    gave_up = [t for t in trajectories if t.meta.get("attempts")]
+    kept = [t for t in trajectories if t.meta.get("attempts")]  # given up, or a re-ask failed / was cut off
+    gave_up = [t for t in kept if t.outcome == "rejected" and t.stage == "rollout"]
     run_folder = usage.get("run_folder", {}) if isinstance(usage, dict) else {}
     stage = run_folder.get("by_stage", {}).get("resample", {})
     total = run_folder.get("usd")
@@ -121,7 +122,7 @@ def _resampling(config: Config, trajectories: Sequence[Trajectory], usage: Any) 
         "steps_recovered": len(steps),
         "conversations_recovered": sum(1 for t in accepted if any(s.attempts for turn in t.turns for s in turn.steps)),
         "steps_given_up": len(gave_up),
-        "rejected_attempts": sum(len(s.attempts) for s in steps) + sum(len(t.meta["attempts"]) for t in gave_up),
+        "rejected_attempts": sum(len(s.attempts) for s in steps) + sum(len(t.meta["attempts"]) for t in kept),
         "resample_requests": stage.get("responses", 0) + stage.get("failed", 0) if run_folder else None,
         "resample_usd": stage.get("usd", 0.0) if total is not None else None,
         "usd": total,
