@@ -92,15 +92,17 @@ def evaluate(
     max_tokens: int = 512,
     concurrency: int = 4,
     progress: bool = False,
+    judge: bool = False,
 ) -> EvalReport:
     """Evaluate one or more models (an id or a list) as the agent on held-out questions; writes RUN/eval/ (or `out`)
-    and returns the report (`report.models[m].to_dict()["format_adherence"]`, `report.table()`)."""
+    and returns the report (`report.models[m].to_dict()["format_adherence"]`, `report.table()`); `judge`: the
+    config's judge grades each final answer (`metrics["judge"]`)."""
     from distill.evaluation.evaluate import evaluate as _evaluate
 
     return _evaluate(
         _config(config), [models] if isinstance(models, str) else list(models), run=run, questions=questions, n=n,
         base_url=base_url, out=out, few_shot=few_shot, temperature=temperature, max_tokens=max_tokens,
-        concurrency=concurrency, progress=progress,
+        concurrency=concurrency, progress=progress, judge=judge,
     )
 
 

@@ -162,7 +162,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(
         config, args.model, run=args.run, questions=args.questions, n=args.n, base_url=args.base_url, out=args.out,
         few_shot=args.few_shot, temperature=args.temperature, max_tokens=args.max_tokens,
-        concurrency=args.concurrency, progress=not args.no_progress,
+        concurrency=args.concurrency, progress=not args.no_progress, judge=args.judge,
     )
     print(report.table())
     for name, result in report.models.items():
@@ -189,6 +189,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=_at_least(0.0, float), default=0.0, help="sampling temperature (default 0)")
     p.add_argument("--max-tokens", type=_at_least(1, int), default=512, help="per answer; hitting it is `truncated` (default 512)")
     p.add_argument("--concurrency", type=_at_least(1, int), default=4, help="questions in flight per model (default 4)")
+    p.add_argument("--judge", action="store_true",
+                   help="the config's judge grades each final answer (supported, answers), next to the token F1")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_eval)
 

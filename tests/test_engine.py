@@ -293,14 +293,15 @@ def _faulty_server(fake_openai, served: list[bytes]) -> None:
     fake_openai.route("POST", r"/v1/chat/completions", handler)
 
 
-def test_pipeline_under_faults_completes_and_accounting_closes(fake_openai, make_config, tmp_path) -> None:
+@pytest.mark.parametrize("step_retries", [0, 2])
+def test_pipeline_under_faults_completes_and_accounting_closes(fake_openai, make_config, tmp_path, step_retries) -> None:
     served: list[bytes] = []
     _faulty_server(fake_openai, served)
     config = make_config(
         teacher={"provider": "openai", "model": "gpt-4o", "max_retries": 2, "backoff_s": 0.01, "timeout_s": 0.4,
                  "concurrency": 8},
         generation={"conversations": 24, "seed": 3, "mix": {"tool": 0.5, "direct": 0.0, "multi_turn": 0.5},
-                    "max_extra_conversations": 0},
+                    "max_extra_conversations": 0, "step_retries": step_retries},
         export={"validation_fraction": 0.2, "dedup": {"enabled": False}},
     )
     run = tmp_path / "run"
@@ -312,9 +313,15 @@ def test_pipeline_under_faults_completes_and_accounting_closes(fake_openai, make
     c = manifest["conversations"]
     assert c["requested"] == len(plans) == 24 == c["accepted"] + c["rejected"] + c["failed"]
     assert c["accepted"] == expected["ok"]
-    assert manifest["rejects_by_reason"] == ({"text_outside_block": expected["malformed"]} if expected["malformed"] else {})
+    # step_retries: 0 is the behaviour before resampling: a malformed first step rejects its conversation. With
+    # retries (the default, 2) the malformed step is asked again with seed + 1, which this server's case table
+    # answers "down" (HTTP 500 every time): those conversations now fail on the re-ask instead of being rejected.
+    # That is resampling working (a re-ask is a real request, and a call without answer fails the conversation).
+    resampled_down = expected["malformed"] if step_retries else 0
+    malformed = 0 if step_retries else expected["malformed"]
+    assert manifest["rejects_by_reason"] == ({"text_outside_block": malformed} if malformed else {})
     assert manifest["failures_by_reason"] == {
-        k: v for k, v in {"http_500": expected["down"], "truncated": expected["truncated"]}.items() if v
+        k: v for k, v in {"http_500": expected["down"] + resampled_down, "truncated": expected["truncated"]}.items() if v
     }
 
     trajectories = load_trajectories(run)
@@ -326,9 +333,20 @@ def test_pipeline_under_faults_completes_and_accounting_closes(fake_openai, make
     answers = [e.response.encode() for e in ledger.entries(ok=True)]
     assert sorted(answers) == sorted(served)  # every answer the server sent, once
     failed = list(ledger.entries(ok=False))
-    assert len(failed) == expected["down"] and all("never works" in e.response for e in failed)
+    assert len(failed) == expected["down"] + resampled_down and all("never works" in e.response for e in failed)
     usage = manifest["teacher_usage"]
     assert usage["this_invocation"]["requests"] == len(served)
     assert usage["run_folder"]["by_stage"]["rollout"]["failed"] == expected["down"]
+    if step_retries:  # the re-asks are their own stage, and their attempts are kept with the conversation
+        assert usage["run_folder"]["by_stage"]["resample"] == {**usage["run_folder"]["by_stage"]["resample"],
+                                                                "responses": 0, "failed": resampled_down}
+        gave_up = [t for t in trajectories if t.meta.get("attempts")]
+        assert len(gave_up) == resampled_down and all(t.meta["attempts"][0]["reason"] == "text_outside_block"
+                                                      for t in gave_up)
+        section = manifest["resampling"]  # the re-ask failed: kept, but not a step resampling gave up on
+        assert (section["steps_given_up"], section["rejected_attempts"], section["resample_requests"]) == (
+            0, resampled_down, resampled_down)
+    else:
+        assert "resample" not in usage["run_folder"]["by_stage"]
     assert usage["run_folder"]["usd"] == pytest.approx(ledger.total_usd())
     ledger.close()

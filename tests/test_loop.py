@@ -2,7 +2,8 @@
 
 The policy here is an in-process script implementing the `Teacher` protocol, so each ending is exact: an answered
 turn with a real tool run, a rejected reading, a reply cut off by the endpoint, a call without an answer, and
-`max_steps` calls without a final answer. A wrapper around `step` (what step resampling does) is used by the turn.
+`max_steps` calls without a final answer. A wrapper around `step` is used by the turn; the loop's own resampling
+(`retries`) re-asks a rejected step with the next seeds, never a cut-off one.
 """
 
 from __future__ import annotations
@@ -88,8 +89,8 @@ def test_a_wrapped_step_is_what_the_turn_uses(make_loop) -> None:
 
     class Resampling(AgentLoop):
         async def step(self, earlier: Sequence[Turn], question: str, steps: Sequence[Step], *,
-                       seed: int | None = None, context: Any = None) -> StepResult:
-            taken = await super().step(earlier, question, steps, seed=seed, context=context)
+                       seed: int | None = None, context: Any = None, stage: str | None = None) -> StepResult:
+            taken = await super().step(earlier, question, steps, seed=seed, context=context, stage=stage)
             if not taken.reading.ok and seed is not None:
                 return await super().step(earlier, question, steps, seed=seed + 1, context=context)
             return taken
@@ -98,3 +99,45 @@ def test_a_wrapped_step_is_what_the_turn_uses(make_loop) -> None:
     resampling = Resampling(loop.fmt, policy, loop.tools, loop.max_steps, loop.params)
     played = run(resampling.play_turn([], "q", seed=1))
     assert played.end == "answered" and [r.params["seed"] for r in policy.requests] == [1, 2]
+
+
+def test_retries_re_ask_a_rejected_step_with_the_next_seeds_and_keep_the_attempts(make_loop) -> None:
+    loop, policy = make_loop("prose", "Thought: x " + CALC, CALC, FINAL, retries=2)
+    played = run(loop.play_turn([], "q", seed=10))
+    assert played.end == "answered" and played.turn.answer == "391" and played.attempts == []
+    assert [r.params["seed"] for r in policy.requests] == [10, 11, 12, 10]  # the next step starts at the plan seed
+    assert [r.stage for r in policy.requests] == ["rollout", "resample", "resample", "rollout"]
+    assert policy.requests[0].messages == policy.requests[2].messages  # the same prompt, asked again
+    first = played.turn.steps[0]
+    assert [(a.raw, a.reason, a.seed) for a in first.attempts] == [
+        ("prose", "no_json_block", 10), ("Thought: x " + CALC, "text_outside_block", 11)]
+    assert played.turn.steps[1].attempts == [] and len(played.steps) == 4
+
+
+def test_retries_give_up_after_the_last_seed_and_the_turn_keeps_every_attempt(make_loop) -> None:
+    loop, policy = make_loop("a", "b", "c", retries=2)
+    played = run(loop.play_turn([], "q", seed=1))
+    assert (played.end, played.reason, played.raw) == ("rejected", "no_json_block", "c")
+    assert [(a.raw, a.seed) for a in played.attempts] == [("a", 1), ("b", 2), ("c", 3)] and len(policy.requests) == 3
+
+
+def test_a_cut_off_answer_is_not_re_asked(make_loop) -> None:
+    cut = TeacherReply(text=CALC[:10], finish_reason="length")
+    loop, policy = make_loop("prose", cut, FINAL, retries=2)
+    played = run(loop.play_turn([], "q", seed=1))
+    assert played.end == "cut_off" and len(policy.requests) == 2  # the cut-off re-ask ends the turn: a failed call
+    assert [a.raw for a in played.attempts] == ["prose"]
+
+
+def test_a_re_ask_without_answer_fails_the_turn_and_keeps_the_rejected_answers(make_loop) -> None:
+    loop, _ = make_loop("prose", TeacherCallError("http_500", "boom"), retries=2)
+    played = run(loop.play_turn([], "q", seed=1))
+    assert (played.end, played.reason) == ("failed", "http_500") and [a.raw for a in played.attempts] == ["prose"]
+
+
+def test_no_retries_by_default_and_none_without_a_seed(make_loop) -> None:
+    loop, policy = make_loop("prose", FINAL)
+    assert loop.retries == 0 and run(loop.play_turn([], "q", seed=1)).end == "rejected" and len(policy.requests) == 1
+    loop, _ = make_loop("prose", FINAL, retries=1)
+    with pytest.raises(ValueError, match="needs a seed"):
+        run(loop.play_turn([], "q"))

@@ -66,7 +66,11 @@ def test_malformed_answers_are_rejected_and_truncated_ones_failed_with_raw_text(
     fake_openai.chat_script = script
     config = make_config(
         teacher={"provider": "openai", "model": "gpt-4o", "max_retries": 0, "concurrency": 1},
-        generation={"conversations": 3, "seed": 0, "mix": {"tool": 1.0, "direct": 0.0, "multi_turn": 0.0}},
+        # step_retries: 0: one scripted answer per conversation, in order; with resampling (the default, 2) the
+        # first conversation's re-ask would take the next conversation's answer (tests/test_resample_pipeline.py
+        # covers resampling against the fake endpoint)
+        generation={"conversations": 3, "seed": 0, "mix": {"tool": 1.0, "direct": 0.0, "multi_turn": 0.0},
+                    "step_retries": 0},
     )
     result = generate(config, tmp_path / "run", progress=False)
     assert result.conversations == {"requested": 3, "accepted": 0, "rejected": 2, "failed": 1}

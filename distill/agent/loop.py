@@ -8,7 +8,12 @@ answers strictly, so the loop is format-agnostic.
 A step is one function, `AgentLoop.step`: request -> reply -> reading. It builds the request (`request`: the
 format's messages, its `stop` or its `tools` and `parallel_tool_calls`, the sampling parameters and the step's
 `seed`), asks the policy and reads the reply with the format. A retry of the same step with another seed (step
-resampling) wraps exactly this function. `AgentLoop.play_turn` runs the steps of one user turn: after each accepted
+resampling, `retries`; `distill.agent.resample`) wraps exactly this function: a rejected reading is asked again up
+to `retries` times, each re-ask with the next seed and the request stage `resample_stage` (so the ledger and the
+meter price re-asks apart); the rejected attempts are kept on the accepted step (`Step.attempts`) or, when none was
+accepted, on the `TurnResult`. A reply cut off by the endpoint is never re-asked (it is a failed call, as below), nor
+is a refused simulated observation. `retries` is 0 unless the caller asks: only generation resamples; eval measures
+a student's first answer. `AgentLoop.play_turn` runs the steps of one user turn: after each accepted
 reading its tool calls are observed (`observe`: by default the tool runs, through `run_tool`), and the turn ends at
 the final answer, at the first rejected or cut-off reading, at a failed call, or after `max_steps` model calls. What
 the caller makes of the end (a rejected trajectory, a transcript) is the caller's; the loop only reports it in a
@@ -25,11 +30,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from distill.agent.resample import Resampled, resample
 from distill.agent.simulated import SimulationError
 from distill.agent.tools import Observation, ToolBox
 from distill.formats.base import Format, Reading
 from distill.teachers.base import Teacher, TeacherCallError, TeacherReply, TeacherRequest
-from distill.trajectory import Reason, Step, Turn
+from distill.trajectory import Attempt, Reason, Step, Turn
 
 __all__ = ["CUT_OFF", "AgentLoop", "StepResult", "TurnEnd", "TurnResult", "run_tool"]
 
@@ -67,6 +73,9 @@ class TurnResult:
     `end`: answered (a final answer), no_final_answer (max_steps calls without one), rejected (a reading, or a
     simulated observation, the strict checks refused: `reason`, `detail`, `raw`), cut_off (the last reply was cut
     off by the endpoint; it was still read, see `steps[-1]`), failed (a call got no answer: `reason`, `detail`).
+    `attempts` (step resampling): the rejected answers at the step that ended the turn, in order: all of them when
+    every attempt was rejected and there was more than one (the last is also `raw`, `reason`, `detail`), or those
+    before a re-ask that was cut off or got no answer; empty otherwise.
     """
 
     turn: Turn
@@ -75,6 +84,7 @@ class TurnResult:
     reason: str | None = None
     detail: str = ""
     raw: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
 
     @property
     def last(self) -> StepResult | None:
@@ -95,6 +105,8 @@ class AgentLoop:
     messages: MessagesFn | None = None  # None: the format's canonical messages_for_step
     observe: ObserveFn | None = None  # None: the tool runs (run_tool)
     stop_at_cut_off: bool = True  # a cut-off reply ends the turn before its reading counts
+    retries: int = 0  # step resampling: re-asks of a rejected step (generation.step_retries); eval keeps 0
+    resample_stage: str = "resample"  # the stage of the re-asks
 
     def request(
         self, earlier: Sequence[Turn], question: str, steps: Sequence[Step], *, seed: int | None = None,
@@ -119,12 +131,35 @@ class AgentLoop:
 
     async def step(
         self, earlier: Sequence[Turn], question: str, steps: Sequence[Step], *, seed: int | None = None,
-        context: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None, stage: str | None = None,
     ) -> StepResult:
-        """One step: request -> reply -> reading. Raises TeacherCallError when the call got no answer."""
+        """One step: request -> reply -> reading (`stage`: the request's, default the loop's). Raises
+        TeacherCallError when the call got no answer."""
         request = self.request(earlier, question, steps, seed=seed, context=context)
+        if stage is not None:
+            request.stage = stage
         reply = await self.policy.complete(request)
         return StepResult(request, reply, self.fmt.read(reply))
+
+    async def _resampled_step(
+        self, earlier: Sequence[Turn], question: str, steps: Sequence[Step], seed: int | None,
+        context: Mapping[str, Any] | None, taken: list[StepResult],
+    ) -> Resampled:
+        """`step`, asked again while rejected (up to `retries` times); every model call is appended to `taken`."""
+        asked = 0
+
+        async def ask(attempt_seed: int | None) -> StepResult:
+            nonlocal asked
+            stage = self.resample_stage if asked else None  # a re-ask: priced apart in the ledger and the meter
+            asked += 1
+            one = await self.step(earlier, question, steps, seed=attempt_seed, context=context, stage=stage)
+            taken.append(one)
+            return one
+
+        def settled(one: StepResult) -> bool:  # a cut-off answer is a failed call: never re-asked (see the doc)
+            return self.stop_at_cut_off and one.cut_off
+
+        return await resample(ask, lambda one: one.reading, seed, self.retries, settled)
 
     async def _observe(self, question: str, step: Step) -> None:
         if self.observe is not None:
@@ -141,17 +176,24 @@ class AgentLoop:
         turn = Turn(question=question)
         result = TurnResult(turn=turn)
         for _ in range(self.max_steps):
+            asked_before = len(result.steps)
             try:
-                taken = await self.step(earlier, question, turn.steps, seed=seed, context=context)
-            except TeacherCallError as exc:
+                out = await self._resampled_step(earlier, question, turn.steps, seed, context, result.steps)
+            except TeacherCallError as exc:  # a re-ask got no answer: the rejected answers before it are kept
+                result.attempts = [_attempt(s) for s in result.steps[asked_before:]]
                 return _end(result, "failed", exc.reason, exc.detail)
-            result.steps.append(taken)
+            taken: StepResult = out.reply
             reply, reading = taken.reply, taken.reading
             if self.stop_at_cut_off and taken.cut_off:  # a failed call, never data; the raw text is kept
+                result.attempts = list(out.attempts)
                 detail = f"the teacher's answer was cut off (finish_reason={reply.finish_reason}); it is never used as data"
                 return _end(result, "cut_off", CUT_OFF[str(reply.finish_reason)], detail, reply.text)
-            if not reading.ok:
+            if out.reading is None:  # every attempt rejected
+                if len(out.attempts) > 1:
+                    result.attempts = list(out.attempts)
                 return _end(result, "rejected", str(reading.reason), reading.detail, reading.raw)
+            if out.attempts:  # recovered: the rejected answers at this prompt stay with the accepted one
+                reading.steps[0].attempts = list(out.attempts)
             for step in reading.steps:
                 if not step.is_final:
                     try:
@@ -165,6 +207,11 @@ class AgentLoop:
                 return result
         detail = f"no Final Answer within max_steps={self.max_steps} model calls"
         return _end(result, "no_final_answer", str(Reason.NO_FINAL_ANSWER), detail, turn.steps[-1].raw)
+
+
+def _attempt(taken: StepResult) -> Attempt:
+    reading = taken.reading
+    return Attempt(raw=reading.raw, reason=str(reading.reason), detail=reading.detail, seed=taken.request.params.get("seed"))
 
 
 def _end(result: TurnResult, end: TurnEnd, reason: str, detail: str, raw: str | None = None) -> TurnResult:

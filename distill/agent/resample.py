@@ -5,7 +5,9 @@
 strictly into a `Reading`. The first accepted reading wins; every rejected one is kept as an `Attempt` (raw text or
 tool-call JSON, reason, detail, seed), to be stored on the accepted step (`Step.attempts`) or, when every attempt is
 rejected, with the rejected conversation. Exceptions of `ask` (a failed teacher call, a stopped run) propagate:
-resampling is for answers the reader rejects, not for calls that got no answer.
+resampling is for answers the reader rejects, not for calls that got no answer. `settled(reply)`, when given, marks
+a reply that ends the resampling as it is, unread (generation: an answer the endpoint cut off, which is a failed
+call, not a rejected answer); the caller tells it by `reading is None` and its own look at `reply`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class Resampled:
 
     reading: Reading | None
     reply: Any  # the accepted reply, else the last one
-    seed: int  # the seed of `reply`
+    seed: int | None  # the seed of `reply`
     attempts: list[Attempt] = field(default_factory=list)  # rejected, in the order they were asked
 
     @property
@@ -53,20 +55,26 @@ class Resampled:
 
 
 async def resample(
-    ask: Callable[[int], Awaitable[Any]],
+    ask: Callable[[int | None], Awaitable[Any]],
     read: Callable[[Any], Reading],
-    base_seed: int,
+    base_seed: int | None,
     retries: int,
+    settled: Callable[[Any], bool] | None = None,
 ) -> Resampled:
-    """Ask once with `base_seed`, then up to `retries` more times with new seeds while the reading is rejected."""
+    """Ask once with `base_seed`, then up to `retries` more times with new seeds while the reading is rejected;
+    a reply that `settled` marks ends it at once, with `reading` None (see the module doc)."""
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
+    if retries and base_seed is None:
+        raise ValueError("resampling needs a seed: each re-ask is the same request with another seed")
     attempts: list[Attempt] = []
     reply: Any = None
     seed = base_seed
     for number in range(retries + 1):
-        seed = attempt_seed(base_seed, number)
+        seed = attempt_seed(base_seed, number) if number and base_seed is not None else base_seed
         reply = await ask(seed)
+        if settled is not None and settled(reply):
+            return Resampled(None, reply, seed, attempts)
         reading = read(reply)
         if reading.ok:
             return Resampled(reading, reply, seed, attempts)

@@ -99,8 +99,9 @@ class Student:
 
     def loop(self) -> AgentLoop:
         """The shared agent loop with eval's hooks: own output echoed, cut-off answers read (truncated) as rejects."""
+        # retries=0: a student is never resampled; its first answer at each step is what eval measures
         return AgentLoop(self.fmt, self.policy, self.toolbox, self.max_steps, self.params, stage="eval",
-                         messages=self.messages, stop_at_cut_off=False)
+                         messages=self.messages, stop_at_cut_off=False, retries=0)
 
     async def play(self, q: EvalQuestion) -> Transcript:
         """One question, played to its end; the transcript holds every model call and its verdict."""
@@ -188,9 +189,12 @@ def evaluate(
     max_tokens: int = 512,
     concurrency: int = 4,
     progress: bool = False,
+    judge: bool = False,
+    judge_policy: Teacher | None = None,
 ) -> EvalReport:
     """Evaluate each model as the agent on held-out questions; writes report.json, report.md and transcripts to
-    `out` (default RUN/eval/) and returns the report."""
+    `out` (default RUN/eval/) and returns the report. `judge`: the config's judge grades every final answer
+    (distill/evaluation/judging.py; `judge_policy` answers its requests instead of the config's teacher)."""
     from distill.formats import get_format
     from distill.generation.index import ChunkIndex
     from distill.run_folder import RunFolder, default_run_dir, output_folder
@@ -211,8 +215,13 @@ def evaluate(
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: no such run folder", hint="run `distill generate CONFIG` or pass --run DIR")
     held_out = load_questions(run_dir, questions, n)
-    needs_index = any(t.kind == "retriever" for t in config.tools)
-    toolbox = ToolBox(config, ChunkIndex.load(RunFolder(run_dir).index) if needs_index else None)
+    if judge:
+        from distill.evaluation.judging import answer_criteria
+
+        answer_criteria(config)  # before any call: a judge without answer criteria fails now
+    needs_index = any(t.kind == "retriever" for t in config.tools) or judge  # the judge reads the passages
+    index = ChunkIndex.load(RunFolder(run_dir).index) if needs_index else None
+    toolbox = ToolBox(config, index)
     fmt = get_format(config)
     demos = few_shot_demos(run_dir, few_shot) if few_shot else []
     params = {"temperature": temperature, "max_tokens": max_tokens}
@@ -234,6 +243,12 @@ def evaluate(
         started = time.perf_counter()
         transcripts = asyncio.run(_run_model(student, held_out, concurrency, progress))
         report.models[model] = _result(student, transcripts, time.perf_counter() - started)
+    if judge:
+        from distill.evaluation.judging import judge_students
+
+        documents = {c.id: c.text for c in index.chunks} if index is not None else {}
+        report.settings["judge"] = judge_students(config, list(report.models.values()), held_out, documents,
+                                                  judge_policy)
     report.write(Path(out) if out is not None else RunFolder(run_dir).eval)
     return report
 

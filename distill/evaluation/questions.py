@@ -32,6 +32,7 @@ class EvalQuestion:
     reference_used_tool: bool | None = None
     doc_id: str | None = None
     kind: str | None = None
+    chunk_id: str | None = None  # the passage the reference conversation was planned from (the judge reads it)
 
 
 def _validation_questions(run_dir: Path) -> list[EvalQuestion]:
@@ -47,7 +48,7 @@ def _validation_questions(run_dir: Path) -> list[EvalQuestion]:
             continue
         first = t.turns[0]
         used_tool = any(not s.is_final for s in first.steps)
-        questions.append(EvalQuestion(t.id, first.question, first.answer, used_tool, t.doc_id, t.kind))
+        questions.append(EvalQuestion(t.id, first.question, first.answer, used_tool, t.doc_id, t.kind, t.chunk_id))
     return questions
 
 

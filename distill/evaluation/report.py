@@ -10,7 +10,8 @@ answer), completion (valid Final Answer within max_steps / questions), tool use 
 questions whose reference used a tool), direct answers (questions whose reference answered without a tool, answered
 by a valid Final Answer as the first step) and over-calling (the same questions on which the model made a valid tool
 call the reference did not make), answer token F1 vs the reference (mean over questions with a reference; no
-answer scores 0). Files: report.json, report.md,
+answer scores 0) and, with `--judge` (distill/evaluation/judging.py), the judge's mean score per criterion over the
+answered questions it graded. Files: report.json, report.md,
 transcripts/<model>.jsonl and failures/<model>.jsonl (each failing question with its reason).
 """
 
@@ -86,6 +87,7 @@ class Transcript:
     answer: str | None = None
     error: str | None = None
     error_detail: str | None = None
+    judge: dict[str, Any] | None = None  # --judge: {"scores": {criterion: {score, reason}}} or {"error", "detail"}
 
     @property
     def failure(self) -> str | None:
@@ -106,6 +108,8 @@ class Transcript:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if data["judge"] is None:
+            del data["judge"]  # eval without --judge writes transcripts as before
         for step in data["steps"]:
             if not step["calls"]:
                 del step["calls"]  # langchain-chat steps: one action, already in action / action_input / observation
@@ -115,6 +119,18 @@ class Transcript:
 def _called_a_tool(t: Transcript) -> bool:
     """True when some valid step of the transcript called a tool."""
     return any(s.ok and s.action != FINAL_ANSWER for s in t.steps)
+
+
+def _judge_metric(transcripts: list[Transcript]) -> dict[str, Any] | None:
+    """The judge's mean score per criterion over the graded answers (None when nothing was judged)."""
+    judged = [t.judge for t in transcripts if t.judge is not None]
+    if not judged:
+        return None
+    graded = [j["scores"] for j in judged if "scores" in j]
+    criteria = list(dict.fromkeys(c for scores in graded for c in scores))
+    means = {c: {"mean": round(sum(s[c]["score"] for s in graded if c in s) / len(graded), 3), "count": len(graded)}
+             for c in criteria}
+    return {**means, "judged": len(graded), "errors": len(judged) - len(graded), "answered": len(judged)}
 
 
 def _rate(count: int, total: int) -> dict[str, Any]:
@@ -144,7 +160,8 @@ class ModelResult:
         over = [t for t in direct_questions if _called_a_tool(t)]
         scored = [t for t in self.transcripts if t.reference is not None]
         answered = [t for t in scored if t.answer is not None]
-        return {
+        judged = _judge_metric(self.transcripts)
+        metrics: dict[str, Any] = {
             "format_adherence": _rate(sum(s.ok for s in steps), len(steps)),
             "tool_choice": _rate(len(named), len(structured)),
             "action_input": _rate(sum(s.ok for s in named), len(named)),
@@ -158,6 +175,9 @@ class ModelResult:
                 "answered": len(answered),
             },
         }
+        if judged is not None:  # --judge
+            metrics["judge"] = judged
+        return metrics
 
     def failures(self) -> list[Transcript]:
         """The questions that did not end in a valid Final Answer."""
@@ -234,6 +254,11 @@ class EvalReport:
         f1 = [d["metrics"]["answer_f1"] for d in dicts]
         rows.append(["answer token F1 vs reference",
                      *("-" if m["mean"] is None else f"{m['mean']:.3f} (n={m['count']})" for m in f1)])
+        judged = [d["metrics"].get("judge") for d in dicts]
+        criteria = list(dict.fromkeys(c for j in judged if j for c in j if c not in ("judged", "errors", "answered")))
+        for c in criteria:
+            rows.append([f"judge: {c} (mean 1-5)",
+                         *("-" if not j or c not in j else f"{j[c]['mean']:.2f} (n={j[c]['count']})" for j in judged)])
         rows.append(["top failure", *(_top_failure(d) for d in dicts)])
         rows.append(["tokens/s", *(str(d["timing"]["tokens_per_s"] or "-") for d in dicts)])
         return rows

@@ -77,6 +77,7 @@ def _reject_row(t: Trajectory) -> dict[str, Any]:
         "doc_id": t.doc_id,
         "chunk_id": t.chunk_id,
         "turns": [turn.model_dump() for turn in t.turns],
+        **({"attempts": t.meta["attempts"]} if t.meta.get("attempts") else {}),  # resampling gave up at a step
     }
 
 
@@ -104,6 +105,29 @@ def _tool_counts(trajectories: Sequence[Trajectory]) -> dict[str, dict[str, Any]
                         "true to keep such conversations out of the data", name, row["errors"], row["calls"],
                         100 * row["error_rate"])
     return counts
+
+
+def _resampling(config: Config, trajectories: Sequence[Trajectory], usage: Any) -> dict[str, Any]:
+    """Step resampling's figures: steps recovered and given up (from the records), the re-asks' cost (stage
+    `resample` in the run folder's ledger) and the dollars per accepted conversation."""
+    steps = [s for t in trajectories for turn in t.turns for s in turn.steps if s.attempts]
+    accepted = [t for t in trajectories if t.outcome == "accepted"]
+    kept = [t for t in trajectories if t.meta.get("attempts")]  # given up, or a re-ask failed / was cut off
+    gave_up = [t for t in kept if t.outcome == "rejected" and t.stage == "rollout"]
+    run_folder = usage.get("run_folder", {}) if isinstance(usage, dict) else {}
+    stage = run_folder.get("by_stage", {}).get("resample", {})
+    total = run_folder.get("usd")
+    return {
+        "step_retries": config.generation.step_retries,
+        "steps_recovered": len(steps),
+        "conversations_recovered": sum(1 for t in accepted if any(s.attempts for turn in t.turns for s in turn.steps)),
+        "steps_given_up": len(gave_up),
+        "rejected_attempts": sum(len(s.attempts) for s in steps) + sum(len(t.meta["attempts"]) for t in kept),
+        "resample_requests": stage.get("responses", 0) + stage.get("failed", 0) if run_folder else None,
+        "resample_usd": stage.get("usd", 0.0) if total is not None else None,
+        "usd": total,
+        "usd_per_accepted_conversation": round(total / len(accepted), 6) if total is not None and accepted else None,
+    }
 
 
 def export_run(
@@ -231,6 +255,7 @@ def export_run(
             write_jsonl(run_dir / name, pairs[split])
     if extra_manifest:
         manifest.update(extra_manifest)
+    manifest["resampling"] = _resampling(config, trajectories, manifest.get("teacher_usage"))
     manifest_path = RunFolder(run_dir).manifest
     write_json(manifest_path, manifest)
     return ExportResult(paths["train"], paths["validation"], paths["rejected"], manifest_path, counts)

@@ -71,9 +71,11 @@ def transcript(trajectory: Trajectory) -> str:
     return "\n".join(lines)
 
 
-def judge_request(config: Config, trajectory: Trajectory, document: str) -> TeacherRequest:
-    """The structured-output request that grades one conversation (stage `judge`)."""
-    criteria = list(config.judge.criteria)
+def judge_request(config: Config, trajectory: Trajectory, document: str, *,
+                  criteria: Sequence[str] | None = None) -> TeacherRequest:
+    """The structured-output request that grades one conversation (stage `judge`) on `criteria` (default: the
+    config's `judge.criteria`; `distill eval --judge` asks only those that grade an answer)."""
+    criteria = list(config.judge.criteria if criteria is None else criteria)
     rubrics = "\n\n".join(template(f"judge.{c}.md").template.strip() for c in criteria)
     user = template("judge.user.md").substitute(
         tools="\n".join(f"- {t.name}: {t.description}" for t in config.tools),

@@ -8,6 +8,11 @@ to generation: the user's questions are synthesized first, each step is seeded w
 plan as context, a `kind: simulated` tool's observation is written by the teacher (`distill.agent.simulated`),
 later turns carry earlier turns as the runtime's memory holds them, and the loop's turn endings become the
 conversation's outcome: accepted, rejected (with reason and raw text) or failed.
+
+Step resampling (`generation.step_retries`): a step whose answer the strict reader rejects is asked again with the
+next seeds (stage `resample`) before the conversation is rejected; the rejected answers are kept on the accepted
+step (`Step.attempts`) or, when every attempt was rejected (or the last re-ask was cut off), in the conversation's
+`meta.attempts`. Cut-off answers are not resampled: they stay failed calls, which a resume asks again.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ class Rollout:
             await self.observe(plan, question, step)
 
         return AgentLoop(self.fmt, self.teacher, self.tools, self.config.agent.max_steps,
-                         {"temperature": teacher.temperature, "max_tokens": teacher.max_tokens}, observe=observe)
+                         {"temperature": teacher.temperature, "max_tokens": teacher.max_tokens}, observe=observe,
+                         retries=self.config.generation.step_retries)
 
     def step_request(self, plan: Plan, earlier: list[Turn], question: str, steps: list[Step]) -> TeacherRequest:
         """The request for the next agent step: the runtime's messages, its stop sequences or tools, the plan as
@@ -100,6 +106,8 @@ async def run_conversation(plan: Plan, chunk: Chunk, rollout: Rollout) -> Trajec
         simulated = sum(step.simulated for step in played.turn.steps)
         if simulated:
             trajectory.meta["simulated_calls"] = trajectory.meta.get("simulated_calls", 0) + simulated
+        if played.attempts:  # every answer at the last step was rejected (resampling gave up), or cut off
+            trajectory.meta["attempts"] = [a.model_dump() for a in played.attempts]
         if played.end == "failed":  # no answer: the turn is not kept
             return trajectory.fail("rollout", str(played.reason), played.detail)
         trajectory.turns.append(played.turn)
