@@ -1,6 +1,8 @@
-"""The agent at work: the tools it calls (really run, or simulated by the teacher) and the step loop.
+"""The agent at work, for any policy (the teacher during generation, a student during eval).
 
-`tools` (the ToolBox: runner factories registered by kind, each call run off the event loop with its timeout),
-`mcp` (long-lived MCP sessions on a background loop), `langchain_tools` (the same tools as LangChain's agent gets
-them, for `distill chat`), `simulated` (a `kind: simulated` tool's observation, written by the teacher).
+`loop` (the one agent loop: a step is request -> reply -> strict reading; a turn repeats steps and observes tool
+calls), `resample` (a step that failed the strict reader asked again with another seed), `tools` (the ToolBox: tool
+kinds registered by name, run off the event loop with timeouts), `mcp` (MCP server sessions), `langchain_tools`
+(LangChain tool objects, for `distill chat` and `kind: langchain`), `simulated` (a `kind: simulated` tool's
+observation, written by the teacher).
 """

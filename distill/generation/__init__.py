@@ -1,7 +1,9 @@
 """`distill generate`: documents + tools -> teacher-played conversations -> fine-tuning JSONL, in data-flow order.
 
 `sources` (documents -> chunks) -> `index` (BM25 over chunks) -> `questions` (plans and the user's questions) ->
-`rollout` (the teacher plays the agent; tools really run) -> `dedup`, `coverage` (mix top-up) -> `export` (lines,
-split, manifest). `resume` makes a run folder resumable, `estimate` prices a run from a small sample, and
-`pipeline` (the entry point: `generate`, `reexport`) wires the stages together.
+`rollout` (the teacher plays the agent through `distill.agent.loop`; tools really run) -> `judge` (content grades;
+`offline_judge` without a key) -> `dedup`, `coverage` (mix top-up) -> `export` (lines, split, manifest;
+`preferences` for DPO pairs). Around them: `focus` (a round aimed at a student's failures), `waves` (batch mode),
+`resume` (a run folder resumable), `interrupt` (Ctrl-C drains what is paid), `estimate` (a priced pilot), `summary`
+(what a run that exported nothing says), and `pipeline` (the entry point: `generate`, `reexport`) wiring the stages.
 """

@@ -8,7 +8,8 @@ registers its own: `register_teacher("name", factory)`, where the factory takes 
 Modules, lowest first: `base` (the protocol and request/reply records), `costs` (the meter and budget), `ledger`
 (the content-addressed store of every response), `limits` (rate limits learned from headers and 429s), `engine`
 (concurrency, back-off, breaker over the OpenAI SDK), `sampler` (JSON-Schema instances for the offline teacher),
-`offline`, `openai_teacher`, `replay`.
+`offline`, `openai_teacher` (also the students of `distill eval`), `replay`, `batch_files` and `batch` (the Batch
+API: request files, waves of batches, answers into the ledger).
 """
 
 from __future__ import annotations
