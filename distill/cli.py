@@ -10,6 +10,7 @@ import argparse
 import logging
 import math
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -62,11 +63,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"distill: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
         return 130
     c, e = result.conversations, result.examples
-    print(
-        f"{c['accepted']}/{c['requested']} conversations accepted ({c['rejected']} rejected, {c['failed']} failed): "
-        f"{e['train']} train + {e['validation']} validation examples in {result.run_dir}/ "
-        f"(train.jsonl, validation.jsonl, rejected.jsonl, manifest.json)"
-    )
+    print(f"{c['accepted']}/{c['requested']} conversations accepted ({c['rejected']} rejected, {c['failed']} failed): "
+          f"{e['train']} train + {e['validation']} validation examples in {result.run_dir}/ "
+          f"(train.jsonl, validation.jsonl, rejected.jsonl, manifest.json)")
     empty = nothing_exported(result)
     if empty:
         print(f"distill: error: {empty}", file=sys.stderr)
@@ -386,6 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # stdout closed early, e.g. `distill validate big.jsonl | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except sqlite3.OperationalError as exc:  # the run's ledger database: a full disk, a read-only or locked file
+        print(f"distill: error: cannot write the run folder's ledger (ledger.sqlite): {exc}\nhint: free disk space "
+              "(or fix the folder's permissions) and rerun: every answer stored so far is kept", file=sys.stderr)
+        return 2
     except OSError as exc:  # the machine, not distill: a full disk, a read-only folder (run_folder names most)
         where = f" {exc.filename}" if exc.filename else ""
         print(f"distill: error: cannot complete `distill {args.command}`:{where}: {exc.strerror or exc}",

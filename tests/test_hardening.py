@@ -369,3 +369,20 @@ def test_no_warning_when_no_validation_split_is_wanted(make_config, tmp_path, ca
     with caplog.at_level(logging.WARNING):
         generate(config, tmp_path / "run", progress=False)
     assert "validation.jsonl is empty" not in caplog.text
+
+
+def test_a_full_disk_under_the_ledger_is_one_line(fake_openai, tmp_path, monkeypatch, capsys) -> None:
+    """Item 8 with a real teacher: SQLite's "database or disk is full" is not an OSError; it still ends in one line."""
+    from distill.teachers.ledger import Ledger
+
+    fake_openai.route("POST", r"/v1/chat/completions", Teacher())
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Ledger, "record", full)
+    code = main(["generate", str(_config_file(tmp_path)), "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot write the run folder's ledger (ledger.sqlite): database or disk is full" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2  # the error and its hint
