@@ -29,8 +29,8 @@ from distill.generation.waves import BATCHES_PENDING_EXIT
 from distill.teachers import batch_files
 from tests.conftest import CORPUS
 from tests.fake_openai import FakeBatchAPI, FakeRequest, FakeResponse, chat_completion
+from tests.test_resume import _same_dataset
 
-DATASET = ("train.jsonl", "validation.jsonl", "rejected.jsonl", "trajectories.jsonl")
 BROKEN = 4  # rollout requests with seed % 13 == BROKEN answer HTTP 500, online and in batches, every time
 ERROR_500 = {"error": {"message": "scripted HTTP 500", "type": "server_error"}}
 
@@ -109,14 +109,6 @@ def _config_file(tmp_path: Path, **changes: Any) -> Path:
     path = tmp_path / f"config-{len(list(tmp_path.glob('config-*')))}.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
-
-
-def _same_dataset(a: Path, b: Path) -> None:
-    for name in DATASET:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    ma, mb = (json.loads((d / "manifest.json").read_text()) for d in (a, b))
-    for key in ("conversations", "examples", "rejects_by_reason", "failures_by_reason"):
-        assert ma[key] == mb[key], key
 
 
 def _online_run(tmp_path: Path) -> Path:
