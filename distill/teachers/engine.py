@@ -25,6 +25,8 @@ while the request is in flight (never during a back-off wait). Outcomes:
   in a row, before it ever answered) stops the run at once: "cannot reach the endpoint at URL".
 - `stop(exc)` stops the engine from outside (the first Ctrl-C of `generate`): no request starts afterwards, back-off
   waits end at once, and the requests in flight (`in_flight`) finish and are stored.
+A pool of endpoints (distill/teachers/pool.py) is this engine with one limiter, slot set and health per endpoint:
+it overrides `_attempt`, `_observe`, `_failover`, `_unreachable` and `limits`.
 """
 
 from __future__ import annotations
