@@ -93,6 +93,7 @@ class PoolEngine(Engine):
             lane = self._pick()
             lane.assigned += 1
             lane.picked += 1
+            attempt: _Attempt | None = None
             try:
                 if lane.slots is None:
                     lane.slots = asyncio.Semaphore(lane.concurrency)
@@ -101,13 +102,14 @@ class PoolEngine(Engine):
                     try:
                         await lane.limiter.acquire(tokens)
                         if self.stopped:
-                            lane.probing = False
                             raise self.stopped
                         attempt = await self._post(lane.clients[slot // lane.per], blob)
                     finally:
                         lane.free.append(slot)
             finally:
                 lane.assigned -= 1
+                if attempt is None:  # stopped or cancelled before it was sent: a probe is still owed
+                    lane.probing = False
         attempt.lane = lane
         self._health(lane, attempt)
         return attempt
@@ -159,10 +161,12 @@ def build_pool(config: TeacherConfig, *, model: str, **kwargs: Any) -> PoolEngin
     entries = pool_entries(config.base_url, config.endpoints)
     if entries is None:
         return None
-    return PoolEngine(config, [_lane(config, i, entry) for i, entry in enumerate(entries)], model=model, **kwargs)
+    timing: dict[str, Any] = {name: kwargs[name] for name in ("clock", "sleep") if name in kwargs}
+    lanes = [_lane(config, i, entry, timing) for i, entry in enumerate(entries)]
+    return PoolEngine(config, lanes, model=model, **kwargs)
 
 
-def _lane(config: TeacherConfig, index: int, entry: EndpointConfig) -> Lane:
+def _lane(config: TeacherConfig, index: int, entry: EndpointConfig, timing: dict[str, Any]) -> Lane:
     where = f"teacher.endpoints[{index}]" if config.endpoints else f"teacher.base_url[{index}]"
     endpoint = resolve_endpoint(
         entry.base_url, key_required=True, url_option=where, needed_by="teacher.provider is openai",
@@ -171,5 +175,5 @@ def _lane(config: TeacherConfig, index: int, entry: EndpointConfig) -> Lane:
     )
     concurrency = min(entry.concurrency or config.concurrency, config.concurrency)
     settings = config.model_copy(update={"concurrency": concurrency})
-    limiter = RateLimiter(entry.rpm or config.rpm, entry.tpm or config.tpm)
+    limiter = RateLimiter(entry.rpm or config.rpm, entry.tpm or config.tpm, **timing)
     return Lane(entry.base_url, build_clients(settings, endpoint.api_key, endpoint.base_url), limiter, concurrency)
