@@ -89,6 +89,12 @@ def test_a_pool_shares_the_load_and_its_dataset_equals_a_one_endpoint_run(server
     assert _dataset(run) == _dataset(single)
     assert _keys(run) == _keys(single)  # ledger keys come from the request, not from the endpoint
 
+    # the pool's ledger answers a one-endpoint rerun of every conversation: not one request is sent again
+    sent = _chats(a) + _chats(b)
+    one = make_config(teacher={**FAST, "base_url": b.base_url, "concurrency": 4}, generation=RUN)
+    generate(one, run, progress=False, fresh=True)
+    assert _chats(a) + _chats(b) == sent and _dataset(run) == _dataset(single)
+
 
 def test_a_pool_survives_one_endpoint_dying_mid_run(servers, make_config, tmp_path) -> None:
     a, b = servers
