@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 
 from distill.errors import ConfigError
 from distill.judge_config import JudgeConfig  # re-exported: the judge section is part of the config
+from distill.pool_config import PoolFields  # teacher.endpoints: a pool of endpoints
 from distill.registry import FORMATS, TEACHERS
 from distill.tool_config import (  # re-exported: the tool section is part of the config
     _FUNCTION_NAME,
@@ -110,14 +111,14 @@ class PriceConfig(_Model):
     output: float = Field(ge=0)
 
 
-class TeacherConfig(_Model):
+class TeacherConfig(PoolFields):
     """Which model plays the agent."""
 
     provider: Annotated[str, AfterValidator(TEACHERS.check)] = Field(
         default="auto", description="auto = openai when OPENAI_API_KEY is set, else offline; or register_teacher's"
     )
     model: str = "gpt-4o"
-    base_url: str | None = Field(default=None, description="else OPENAI_BASE_URL, else OpenAI")
+    base_url: str | list[str] | None = Field(default=None, description="else OPENAI_BASE_URL, else OpenAI; a list: a pool")
     temperature: float = Field(default=0.7, ge=0, le=2)
     max_tokens: int = Field(default=1024, ge=16)
     concurrency: int = Field(default=8, ge=1, le=1024)

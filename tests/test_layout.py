@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "distill"
 
 # The floors, lowest first: the data-flow order of the docs. A module may import from its own floor or below.
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "trajectory", "templates", "tokens", "redact", "schema", "registry", "tool_config", "tool_sources",
+    ("errors", "trajectory", "templates", "tokens", "redact", "schema", "registry", "tool_config", "pool_config",
+     "tool_sources",
      "judge_config", "config", "endpoint", "run_folder"),
     ("formats",),
     ("teachers",),

@@ -49,6 +49,7 @@ __all__ = ["RUN_STATE", "TRAJECTORIES", "RunSession", "fingerprint"]
 
 # Keys that change neither a request nor a conversation: changing them keeps the finished conversations.
 _NEUTRAL_TEACHER = ("concurrency", "max_retries", "timeout_s", "rpm", "tpm", "backoff_s", "breaker_s", "price", "base_url",
+                    "endpoints",
                     "mode", "batch_poll_s", "service_tier", "batch_price")  # online or batch: the same requests
 
 

@@ -139,7 +139,8 @@ class BatchClient:
     async def __aenter__(self) -> Self:
         from openai import AsyncOpenAI
 
-        base_url = self.config.teacher.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        url = self.config.teacher.base_url  # a pool is refused in batch mode (distill/pool_config.py)
+        base_url = (url if isinstance(url, str) else None) or os.environ.get("OPENAI_BASE_URL") or None
         # the SDK retries reads, uploads and cancels (harmless to repeat); `create` goes through `submit` only
         self._client = AsyncOpenAI(api_key=_api_key(), base_url=base_url, max_retries=3,
                                    timeout=max(self.config.teacher.timeout_s, 300.0))

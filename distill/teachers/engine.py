@@ -25,6 +25,8 @@ while the request is in flight (never during a back-off wait). Outcomes:
   in a row, before it ever answered) stops the run at once: "cannot reach the endpoint at URL".
 - `stop(exc)` stops the engine from outside (the first Ctrl-C of `generate`): no request starts afterwards, back-off
   waits end at once, and the requests in flight (`in_flight`) finish and are stored.
+A pool of endpoints (distill/teachers/pool.py) is this engine with one limiter, slot set and health per endpoint:
+it overrides `_attempt`, `_observe`, `_failover`, `_unreachable` and `limits`.
 """
 
 from __future__ import annotations
@@ -105,13 +107,15 @@ def _finish_reason(body: Any) -> str | None:
 class _Attempt:
     """What one HTTP attempt produced."""
 
-    __slots__ = ("headers", "latency", "reason", "sent_at", "status", "text")
+    __slots__ = ("headers", "lane", "latency", "reason", "sent_at", "status", "text", "unreached")
 
     def __init__(
         self, status: int | None, headers: Any, text: str | None, reason: str | None, sent_at: float, now: float
     ) -> None:
         self.status, self.headers, self.text, self.reason = status, headers, text, reason
         self.sent_at, self.latency = sent_at, now - sent_at
+        self.lane: Any = None  # the endpoint of a pool that answered (distill/teachers/pool.py)
+        self.unreached = False  # the connection reached no server
 
     def describe(self) -> str:
         if self.status is not None:
@@ -177,13 +181,13 @@ class Engine:
                 self.meter.release(reserved)
 
     async def _send(self, blob: bytes, key: str, stage: str, tokens: int) -> dict[str, Any]:
-        attempts = retries = limited = 0
+        attempts = retries = limited = failovers = 0
         while True:
             if self.stopped:
                 raise self.stopped
             attempts += 1
             attempt = await self._attempt(blob, tokens)
-            self.limiter.observe(attempt.status, attempt.headers, attempt.sent_at)
+            self._observe(attempt)
             if attempt.status is not None and 200 <= attempt.status < 300:
                 self._last_success, self._failures, self._answered_once = self._clock(), 0, True
                 return self._answered(attempt, blob, key, stage, attempts)
@@ -195,6 +199,9 @@ class Engine:
                 hint = _UNREACHABLE_HINT if unreachable else _RESUME_HINT
                 self.stopped = self.stopped or RunStopped("endpoint", tripped, hint=hint)
                 raise self.stopped
+            if attempt.status != 429 and self._retryable(attempt) and self._failover(attempt, failovers):
+                failovers += 1  # another endpoint of a pool takes it at once: no retry used up, no wait
+                continue
             if attempt.status == 429:
                 limited += 1
                 wait = retry_after(attempt.headers)  # capped like every wait: the breaker decides when to give up
@@ -211,9 +218,6 @@ class Engine:
 
     # -- one HTTP attempt -----------------------------------------------------------------------------------------
     async def _attempt(self, blob: bytes, tokens: int) -> _Attempt:
-        import httpx2
-        import openai
-
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._slot_count)
         async with self._slots:
@@ -222,28 +226,49 @@ class Engine:
                 await self.limiter.acquire(tokens)
                 if self.stopped:
                     raise self.stopped
-                client = self._clients[slot // self._per]
-                started = self._clock()
-                self.in_flight += 1
-                try:
-                    # the body goes as the bytes the ledger stores: the SDK neither copies nor serializes it again
-                    response = await client.post("/chat/completions", content=blob, cast_to=httpx2.Response)
-                    return _Attempt(response.status_code, response.headers, response.text, None, started, self._clock())
-                except openai.APIStatusError as exc:
-                    status, got = exc.status_code, exc.response
-                    return _Attempt(status, got.headers, got.text, f"http_{status}", started, self._clock())
-                except openai.APITimeoutError:
-                    text = f"no answer within {self.config.timeout_s:g} s"
-                    return _Attempt(None, None, text, "timeout", started, self._clock())
-                except openai.APIConnectionError as exc:
-                    cause = exc.__cause__ or exc
-                    text = f"{type(cause).__name__}: {cause}"
-                    self._unreached += isinstance(cause, httpx2.ConnectError)
-                    return _Attempt(None, None, text, "connection_error", started, self._clock())
-                finally:
-                    self.in_flight -= 1
+                return await self._post(self._clients[slot // self._per], blob)
             finally:
                 self._free.append(slot)
+
+    async def _post(self, client: Any, blob: bytes) -> _Attempt:
+        """POST the body with one client; every outcome becomes an _Attempt."""
+        import httpx2
+        import openai
+
+        started = self._clock()
+        self.in_flight += 1
+        try:
+            # the body goes as the bytes the ledger stores: the SDK neither copies nor serializes it again
+            response = await client.post("/chat/completions", content=blob, cast_to=httpx2.Response)
+            return _Attempt(response.status_code, response.headers, response.text, None, started, self._clock())
+        except openai.APIStatusError as exc:
+            status, got = exc.status_code, exc.response
+            return _Attempt(status, got.headers, got.text, f"http_{status}", started, self._clock())
+        except openai.APITimeoutError:
+            text = f"no answer within {self.config.timeout_s:g} s"
+            return _Attempt(None, None, text, "timeout", started, self._clock())
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            text = f"{type(cause).__name__}: {cause}"
+            attempt = _Attempt(None, None, text, "connection_error", started, self._clock())
+            attempt.unreached = isinstance(cause, httpx2.ConnectError)
+            self._unreached += attempt.unreached
+            return attempt
+        finally:
+            self.in_flight -= 1
+
+    # -- hooks a pool of endpoints overrides (distill/teachers/pool.py) ---------------------------------------------
+    def _observe(self, attempt: _Attempt) -> None:
+        """Feed an answer to the rate limiter."""
+        self.limiter.observe(attempt.status, attempt.headers, attempt.sent_at)
+
+    def _failover(self, attempt: _Attempt, failovers: int) -> bool:
+        """True when a failed attempt goes to another endpoint at once (one endpoint: never)."""
+        return False
+
+    def limits(self) -> dict[str, Any]:
+        """The rate limits in force and where they came from."""
+        return self.limiter.describe()
 
     # -- stopping from outside --------------------------------------------------------------------------------------
     def stop(self, exc: RunStopped) -> None:

@@ -2,7 +2,7 @@
 
 Builds the chat-completions body of a request, asks the ledger, else sends it via the engine. The teacher works
 against `teacher.base_url`, else `OPENAI_BASE_URL`, else OpenAI, with the key from `OPENAI_API_KEY`
-(`distill.endpoint`); `distill eval` plays each student through an `OpenAIModel` without a ledger. Rate limits,
+(`distill.endpoint`), or against a pool of endpoints (`teacher.endpoints`: distill/teachers/pool.py); `distill eval` plays each student through an `OpenAIModel` without a ledger. Rate limits,
 retries, the circuit breaker and the budget are the engine's (distill/teachers/engine.py); a run folder's ledger and
 meter are attached with `use_run`. Replies are read from the raw response body (`reply_from_body`), the same way for
 a fresh answer and for one from the ledger. `chat_body` builds the body (with `teacher.service_tier` when set); the
@@ -20,6 +20,7 @@ from distill.teachers.base import TeacherCallError, TeacherReply, TeacherRequest
 from distill.teachers.costs import Meter
 from distill.teachers.engine import Engine, build_clients, usage_of
 from distill.teachers.ledger import Ledger
+from distill.teachers.pool import build_pool
 
 __all__ = ["OpenAIModel", "OpenAITeacher", "chat_body", "reply_from_body"]
 
@@ -69,13 +70,13 @@ class OpenAIModel:
 
     def __init__(
         self, settings: TeacherConfig, model: str, clients: list[Any], *, base_url: str | None = None,
-        stop_on_refusal: bool = True,
+        stop_on_refusal: bool = True, engine: Engine | None = None,
     ) -> None:
         self.model, self.base_url = model, base_url
         self.service_tier = settings.service_tier
         self.ledger: Ledger | None = None
         self.meter: Meter | None = None
-        self.engine = Engine(settings, clients, model=model, stop_on_refusal=stop_on_refusal)
+        self.engine = engine or Engine(settings, clients, model=model, stop_on_refusal=stop_on_refusal)
 
     @classmethod
     def at(
@@ -92,7 +93,7 @@ class OpenAIModel:
 
     def limits(self) -> dict[str, Any]:
         """The rate limits in force and where they came from (configured, headers, learned from 429s)."""
-        return self.engine.limiter.describe()
+        return self.engine.limits()
 
     async def complete(self, request: TeacherRequest) -> TeacherReply:
         """One chat completion, from the ledger when it was answered before; failures become TeacherCallError."""
@@ -116,9 +117,14 @@ class OpenAITeacher(OpenAIModel):
     """The teacher of `teacher.provider: openai`: `teacher.model` at `teacher.base_url` (else OPENAI_BASE_URL)."""
 
     def __init__(self, config: Config, *, client: Any = None) -> None:
+        pool = build_pool(config.teacher, model=config.teacher.model) if client is None else None
+        if pool is not None:  # teacher.endpoints, or teacher.base_url as a list (distill/teachers/pool.py)
+            super().__init__(config.teacher, config.teacher.model, pool._clients, engine=pool)
+            return
         if client is None:
+            url = config.teacher.base_url
             endpoint = resolve_endpoint(
-                config.teacher.base_url, key_required=True, url_option="teacher.base_url",
+                url if isinstance(url, str) else None, key_required=True, url_option="teacher.base_url",
                 needed_by="teacher.provider is openai", alternative="or set teacher.provider: offline",
                 error=TeacherError,
             )
