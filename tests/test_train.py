@@ -262,7 +262,7 @@ def test_local_policy_answers_a_teacher_request(chatml_model: Path, tools_model:
     reply = asyncio.run(policy.complete(request))
     again = asyncio.run(policy.complete(request))
     assert isinstance(reply.text, str) and reply.text == again.text  # greedy
-    assert 0 < reply.usage["completion_tokens"] <= 6 and reply.finish_reason in ("stop", "length")
+    assert 0 < reply.usage["output"] <= 6 and reply.finish_reason in ("stop", "length")
     asyncio.run(policy.aclose())
 
     # tool calls are read back in the template's own syntax, OpenAI-shaped
@@ -278,7 +278,7 @@ def test_local_policy_answers_a_teacher_request(chatml_model: Path, tools_model:
                                                "parameters": {"type": "object", "properties": {}}}}]
     reply = asyncio.run(LocalModel(tools_model).complete(
         TeacherRequest(stage="eval", messages=request.messages, params={"max_tokens": 4}, tools=tools)))
-    assert reply.usage["prompt_tokens"] > 0 and (reply.text is not None or reply.tool_calls)
+    assert reply.usage["input"] > 0 and (reply.text is not None or reply.tool_calls)
     with pytest.raises(TemplateError, match="no tool-call syntax"):
         asyncio.run(policy.complete(TeacherRequest(stage="eval", messages=request.messages, tools=tools)))
 
@@ -303,5 +303,6 @@ def test_eval_plays_a_trained_folder_in_process_beside_another_model(chat_run: P
         assert figures["base_url"] == "in-process"
         assert figures["metrics"]["completion"]["total"] == report["questions"]["count"] > 0
         assert figures["call_errors"] == {}  # every question got answers from the local model
+        assert figures["timing"]["completion_tokens"] > 0  # its usage is counted: the table's tokens/s
     table = capsys.readouterr().out
     assert "format adherence (valid steps)" in table and str(student) in table

@@ -184,8 +184,7 @@ class LocalModel:
         if cut >= 0:
             text, ended = text[:cut], True
         finish = "stop" if ended or len(new) < limit else "length"
-        usage = {"prompt_tokens": int(ids.shape[1]), "completion_tokens": len(new),
-                 "total_tokens": int(ids.shape[1]) + len(new)}
+        usage = {"input": int(ids.shape[1]), "cached_input": 0, "output": len(new)}  # TeacherReply's keys (usage_of)
         calls = None
         if tools:
             text, parsed = self._syntax.parse(text) if self._syntax else (text, [])
