@@ -28,11 +28,13 @@ from tests.conftest import BASE_CONFIG, REPO
 SEARCH = "Vector Search Tool"
 
 
-def _config(calculator_tool: dict[str, Any]) -> Any:
+def _config(calculator_tool: dict[str, Any], dedup: bool = False) -> Any:
     data = copy.deepcopy(BASE_CONFIG)
     data["tools"].append(calculator_tool)
     data["generation"] = {"conversations": 40, "seed": 3, "mix": {"tool": 0.6, "direct": 0.2, "multi_turn": 0.2}}
-    data["export"] = {"validation_fraction": 0.3, "dedup": {"enabled": False}}
+    data["export"] = {"validation_fraction": 0.3, "dedup": {"enabled": dedup}}
+    if dedup:  # no shortfall allowed, so the duplicates dedup drops are topped up
+        data["generation"]["mix_tolerance"] = 0.0
     return config_from_dict(data, file="cfg.yaml", base_dir=REPO / "configs")
 
 
@@ -40,10 +42,9 @@ def _first_tool(trajectory: Any) -> str | None:
     return next((s.action for s in trajectory.turns[0].steps if not s.is_final), None)
 
 
-@pytest.fixture
-def evaluated(calculator_tool, fake_openai, tmp_path: Path) -> tuple[Any, Path, Path, dict[str, str | None]]:
-    config = _config(calculator_tool)
-    run_dir = tmp_path / "run"
+def _evaluate_a_student(config: Any, fake_openai: Any, run_dir: Path) -> tuple[Path, dict[str, str | None]]:
+    """Generate the run, then let a scripted student fail every held-out question whose reference used the
+    Calculator; returns the eval report and the reference tool of each held-out question."""
     generate(config, run_dir, progress=False)
     held_out = set(json.loads((run_dir / "manifest.json").read_text())["split"]["validation_documents"])
     reference = {t.turns[0].question: _first_tool(t) for t in load_trajectories(run_dir)
@@ -63,7 +64,14 @@ def evaluated(calculator_tool, fake_openai, tmp_path: Path) -> tuple[Any, Path, 
 
     fake_openai.chat_script = student
     distill.evaluate(config, ["student"], run=run_dir, n=None, out=run_dir / "eval")
-    return config, run_dir, run_dir / "eval" / "report.json", reference
+    return run_dir / "eval" / "report.json", reference
+
+
+@pytest.fixture
+def evaluated(calculator_tool, fake_openai, tmp_path: Path) -> tuple[Any, Path, Path, dict[str, str | None]]:
+    config = _config(calculator_tool)
+    report, reference = _evaluate_a_student(config, fake_openai, tmp_path / "run")
+    return config, tmp_path / "run", report, reference
 
 
 def test_focus_plans_only_what_failed_on_training_documents(evaluated) -> None:
@@ -110,3 +118,21 @@ def test_focus_needs_a_report(evaluated, tmp_path: Path) -> None:
     code = main(["generate", str(REPO / "configs" / "retrieval_agent.yaml"), "--out", str(tmp_path / "fresh"),
                  "--no-progress", "--focus", str(tmp_path / "nowhere")])
     assert code == 2
+
+
+def test_focus_keeps_the_conversations_of_an_earlier_top_up(calculator_tool, fake_openai, tmp_path: Path) -> None:
+    """The offline teacher repeats its small talk, so with dedup on the first run tops up the direct kind; the focused
+    run must keep those extra conversations (and number its own after them), not plan the top-up anew."""
+    config = _config(calculator_tool, dedup=True)
+    run_dir = tmp_path / "run"
+    report, _ = _evaluate_a_student(config, fake_openai, run_dir)
+    before = json.loads((run_dir / "manifest.json").read_text())
+    assert before["top_up"]["extra_conversations"] > 0
+    earlier = {t.id for t in load_trajectories(run_dir)}
+    generate(config, run_dir, progress=False, focus=report, focus_budget=6)
+    after = {t.id: t for t in load_trajectories(run_dir)}
+    assert earlier <= set(after)  # every earlier conversation, the top-up's included, is still in the run
+    focused = [t for t in after.values() if t.id.startswith("f")]
+    assert len(focused) == 6
+    extra_index = max(int(i[1:]) for i in earlier)
+    assert min(int(t.id[1:]) for t in focused) > extra_index  # numbered after the earlier extra plans

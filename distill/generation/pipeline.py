@@ -248,8 +248,10 @@ def generate(
     index.save(folder.index)
 
     plans = plan_conversations(config, chunks)
-    focused = _plan_focus(config, run_dir, chunks, plans, focus, focus_budget) if focus is not None else None
-    if focused is not None:
+    focused = None
+    if focus is not None:  # the run's earlier extra plans (top-ups, focus rounds) stay; the new round comes after
+        plans += _earlier_extra_plans(folder, plans)
+        focused = _plan_focus(config, run_dir, chunks, plans, focus, focus_budget)
         plans += focused.plans
     fmt = get_format(config)
     texts = [c.text for c in chunks]
@@ -297,6 +299,14 @@ def generate(
     exported = export_run(config, run_dir, trajectories, fmt, extra_manifest=extra, validation_documents=pinned)
     _warn_empty_validation(config, trajectories, exported.counts["examples"])
     return GenerateResult._from(run_dir, exported)
+
+
+def _earlier_extra_plans(folder: RunFolder, plans: list[Plan]) -> list[Plan]:
+    """The plans of plans.jsonl beyond `plans` (the config's own): an earlier top-up's or focus round's."""
+    from distill.run_folder import read_jsonl
+
+    own = {p.id for p in plans}
+    return [p for p in read_jsonl(folder.plans, Plan.model_validate_json) if p.id not in own]
 
 
 def _plan_focus(config: Config, run_dir: Path, chunks: list[Any], plans: list[Plan], report: str | Path,
