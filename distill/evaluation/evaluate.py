@@ -237,7 +237,11 @@ def evaluate(
         endpoint = None if local else resolve_endpoint(url or base_url, needed_by=f"model {name!r}", error=EvalError)
         policies.append((name, local, endpoint))
     for model, local, endpoint in policies:
-        policy = local or student_model(config, model, endpoint, concurrency)  # type: ignore[arg-type]
+        if local is not None:
+            policy = local
+        else:
+            assert endpoint is not None  # resolved above for every model that is not local
+            policy = student_model(config, model, endpoint, concurrency)
         where = endpoint.base_url if endpoint is not None else "in-process"
         student = Student(model, policy, fmt, toolbox, config.agent.max_steps, params, demos, where)
         started = time.perf_counter()
