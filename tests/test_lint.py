@@ -346,6 +346,13 @@ def test_trained_assistant_messages_are_checked_strictly(tmp_path, text, reason)
     assert problems[1:] == [(2, "no_final_answer", 4)]
 
 
+@pytest.mark.parametrize("content", [[{"type": "text", "text": "x"}], 42])
+def test_a_trained_langchain_step_that_is_not_text_is_a_problem_not_a_crash(tmp_path, content):
+    example = langchain_example()
+    example["messages"][-1]["content"] = content
+    assert lint_one(tmp_path, example) == [(2, "missing_content", 4), (2, "no_json_block", 4), (2, "no_final_answer", 4)]
+
+
 def test_no_final_answer_at_the_end(tmp_path):
     example = langchain_example(steps=[(SEARCH, "a", "['b']"), (SEARCH, "c", None)])
     assert lint_one(tmp_path, example) == [(2, "no_final_answer", 4)]

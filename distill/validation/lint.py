@@ -245,7 +245,7 @@ def _check_langchain(
         elif role == "assistant":
             trained = message.get("weight", 1) != 0
             if trained:
-                verdict = check_action(message.get("content"), tools)
+                verdict = check_action(text, tools)  # a non-string content (already missing_content) has no action
                 if not verdict.ok:
                     out.append(Problem(0, str(verdict.reason), verdict.detail, i))
             else:  # history: plain text allowed; parsed leniently only to follow the turn's structure
