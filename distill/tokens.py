@@ -8,12 +8,20 @@ Counting never raises: text is encoded as ordinary text (a document that contain
 refused, as the fine-tuning service trains on it as text), and a text longer than `PIECE_CHARS` is counted in pieces
 cut before a space (bpe-openai refuses inputs of 1,000,000 characters or 200,000 tokens), so a 15 MB tool output
 is counted, found over the limit and rejected as `over_token_limit` instead of crashing the run.
+
+Counting is fast where texts repeat (a validator sees the same system prompt, tool list and prompt templates on
+every line): a text is counted as the sum of its segments, cut right after a newline that is followed by a printable
+ASCII character other than `/`, and each segment's count is cached. The sum is exact, not an estimate: in both
+encodings' pre-tokenizer patterns no pre-token can hold a newline followed by such a character (letters and digits
+never follow a newline in a pre-token, punctuation runs take trailing newlines but nothing after them, `/` being
+o200k's one exception, and whitespace runs end at the first non-space), so BPE never merges across the cut.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import statistics
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -79,11 +87,63 @@ def _warn_unknown(model: str) -> None:
 
 
 PIECE_CHARS = 100_000  # at most 100,000 tokens a piece: well inside bpe-openai's per-call limits
+_CHUNK_LIMIT = 200_000  # bpe-openai's per-call token limit for cl100k_base and o200k_base
 
 
-@lru_cache(maxsize=8192)
-def _count_piece(text: str, model: str) -> int:
-    return len(encoding_for(model).encode_ordinary(text))
+def _encode_count(text: str, model: str) -> int:
+    """`len(encode_ordinary(text))`, through the Rust backend's count when it has one (no list of ids is built)."""
+    encoding = encoding_for(model)
+    count = getattr(getattr(encoding, "_backend", None), "count", None)
+    if count is not None:
+        try:
+            return int(count(text))
+        except UnicodeEncodeError:  # lone surrogates: encode_ordinary replaces them first
+            pass
+    return len(encoding.encode_ordinary(text))
+
+
+_CACHE_CHARS = 32_000_000  # a model's cache of counted texts is emptied when its texts pass this many characters
+
+
+class _Counts(dict[str, int]):
+    """Token counts of texts for one model, counted on first use (`counts[text]`)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__()
+        self.model = model
+        self.chars = 0
+
+    def __missing__(self, text: str) -> int:
+        n = _encode_count(text, self.model)
+        self.chars += len(text)
+        if self.chars > _CACHE_CHARS:
+            self.clear()
+            self.chars = len(text)
+        self[text] = n
+        return n
+
+
+@lru_cache(maxsize=8)
+def _counts(model: str) -> _Counts:
+    return _Counts(model)
+
+
+_NEWLINE_CUT = re.compile(r"\n(?=[!-.0-~])")  # a newline, then printable ASCII but `/`: no pre-token spans it
+_SEGMENTED = 256  # texts at least this long are counted by segments
+
+
+def _count_segments(text: str, counts: _Counts) -> int:
+    parts = _NEWLINE_CUT.split(text)
+    if len(parts) == 1:
+        return counts[text]
+    segments = [part + "\n" for part in parts[:-1]]
+    segments.append(parts[-1])
+    total = sum(map(counts.__getitem__, segments))
+    if total > _CHUNK_LIMIT:  # over bpe-openai's per-call limit: fail exactly as the whole text does
+        return len(encoding_for(counts.model).encode_ordinary(text))
+    counts[text] = total  # a whole text that repeats is one look-up next time
+    counts.chars += len(text)
+    return total
 
 
 def _pieces(text: str) -> Iterable[str]:
@@ -98,9 +158,13 @@ def _pieces(text: str) -> Iterable[str]:
 
 
 def count_text(text: str, model: str) -> int:
-    """Tokens of one string (short ones cached: system prompts and tool lists repeat in every example); never raises."""
+    """Tokens of one string (cached: system prompts and tool lists repeat in every example); never raises."""
     if len(text) <= PIECE_CHARS:
-        return _count_piece(text, model)
+        counts = _counts(model)
+        if len(text) < _SEGMENTED or "\n" not in text:
+            return counts[text]
+        found = counts.get(text)
+        return found if found is not None else _count_segments(text, counts)
     encoding = encoding_for(model)
     return sum(len(encoding.encode_ordinary(piece)) for piece in _pieces(text))
 
