@@ -440,3 +440,23 @@ def test_format_report(tmp_path):
 def test_missing_file_is_an_error(tmp_path):
     with pytest.raises(DistillError, match="no such file"):
         lint_file(tmp_path / "nope.jsonl")
+
+
+def test_segmented_token_counts_equal_whole_text_counts():
+    """count_text sums cached segments cut after a newline; the sum must equal encoding the text whole."""
+    import random
+
+    from distill.tokens import _SEGMENTED, count_text, encoding_for
+
+    rng = random.Random(0)
+    alphabet = ["\n", "\n\n", " ", "  ", "\t", "\r\n", "/", "a", "Word", "1", "123", "'s", "'", "-", "#", ">", "é",
+                "\u0301", "\u00a0", "\u3000", "日本", "😀", ".", "):", "\x1c", "\u2028", "\u0085", "_", "`", "{"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(60, 400))) for _ in range(3000)]
+    texts.append((Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8"))
+    for model in ("gpt-4o", "gpt-3.5-turbo"):
+        encoding = encoding_for(model)
+        for text in texts:
+            expected = len(encoding.encode_ordinary(text))
+            assert count_text(text, model) == expected, text
+            assert count_text(text, model) == expected  # again, from the cache
+    assert sum(len(t) >= _SEGMENTED and "\n" in t for t in texts) > 1000  # the segmented path was exercised
