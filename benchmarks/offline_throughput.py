@@ -1,11 +1,12 @@
 """End-to-end throughput of `distill generate` on the offline teacher: conversations/s and peak memory.
 
-Usage: python benchmarks/offline_throughput.py [--conversations 5000] [--profile]
+Usage: python benchmarks/offline_throughput.py [--conversations 5000] [--profile] [--all-stages]
 
 Builds a config over the project's corpus (replicated to --docs documents so the index is not trivially small),
 runs the whole pipeline (sources, chunks, BM25 index, plans, questions, rollouts with real tool calls, strict
 validation, rendering with LangChain's templates, token counting, export) and prints the figures. With --profile,
-prints where the time goes (cProfile, by cumulative time of distill's stages).
+prints where the time goes (cProfile, by cumulative time of distill's stages). With --all-stages, dedup, the coverage
+check and the mix top-up are on (the documents are copies, so dedup drops repeats and top-up asks for more).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=5000)
     parser.add_argument("--docs", type=int, default=120, help="documents (copies of the corpus files)")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--all-stages", action="store_true", help="dedup, coverage and mix top-up on")
     args = parser.parse_args()
 
     from distill.config import config_from_dict
@@ -49,10 +51,11 @@ def main() -> None:
             ],
             "sources": [{"path": "docs"}],
             "teacher": {"provider": "offline"},
-            "generation": {"conversations": args.conversations, "seed": 0, "max_extra_conversations": 0},
+            "generation": {"conversations": args.conversations, "seed": 0,
+                           **({} if args.all_stages else {"max_extra_conversations": 0})},
             # The documents are copies, so the offline teacher asks the same questions again: measure the pipeline
             # itself, without dropping them as duplicates or topping the mix up (see benchmarks/dedup_speed.py).
-            "export": {"dedup": {"enabled": False}},
+            **({} if args.all_stages else {"export": {"dedup": {"enabled": False}}}),
         },
         file=str(work / "bench.yaml"),
         base_dir=work,
@@ -72,6 +75,9 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     c, e = result.conversations, result.examples
     print(f"conversations: {c['requested']} requested, {c['accepted']} accepted; examples: {e['train']} + {e['validation']}")
+    load = __import__("os").getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (the machine is shared with other jobs); "
+          f"stages: {'all (dedup, coverage, top-up)' if args.all_stages else 'dedup and top-up off'}")
     print(f"end to end: {elapsed:.2f} s  ->  {c['requested'] / elapsed:,.0f} conversations/s")
     print(f"peak memory (max RSS of the process): {peak_mb:,.0f} MB")
     if profiler:

@@ -198,6 +198,9 @@ class ToolBox:
         self._structured = frozenset(t.name for t in config.tools if t.structured)
         self._simulated = frozenset(t.name for t in config.tools if t.kind == "simulated")
         self._timeouts = {t.name: getattr(t, "timeout_s", None) for t in config.tools}
+        # the run's own in-memory BM25 index answers in well under a millisecond: a thread per call cost a third of
+        # an offline run's time (benchmarks/offline_throughput.py --all-stages --profile), so it runs inline
+        self._inline = frozenset(t.name for t in config.tools if t.kind == "retriever")
         self._concurrency = config.teacher.concurrency
         self._slots: dict[int, asyncio.Semaphore] = {}  # one per event loop
         self._lock = threading.Lock()
@@ -246,6 +249,12 @@ class ToolBox:
                 fn = self._fns[name]
                 if isinstance(fn, AsyncRunner):
                     return self._count(name, await fn.acall(arguments))
+                if name in self._inline:
+                    try:
+                        observation = _observation(self._invoke(name, arguments))
+                    except Exception as exc:  # noqa: BLE001 - a failing tool is an observation the agent must handle
+                        observation = _failure(exc)
+                    return self._count(name, observation)
                 return self._count(name, await self._in_thread(loop, name, arguments))
             except (ValueError, TypeError, KeyError) as exc:  # bad JSON arguments, an unknown tool
                 return self._count(name, _failure(exc))
