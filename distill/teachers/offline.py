@@ -56,6 +56,10 @@ class OfflineTeacher:
     def __init__(self, config: Config) -> None:
         self.model = "offline-deterministic"
         self._config = config
+        # A tool asked about numbers (a calculator): direct messages then ask no arithmetic (distill.teachers
+        # .offline_direct), which that tool would answer in other conversations.
+        self._computes = any(not t.searches and any(_DIGIT.search(e.question) for e in t.examples)
+                             for t in config.tools)
 
     async def complete(self, request: TeacherRequest) -> TeacherReply:
         """Answer a question-synthesis, rollout or simulated-tool request from its context."""
@@ -79,7 +83,7 @@ class OfflineTeacher:
         plan, chunk, tool = ctx["plan"], ctx["chunk"], ctx["tool"]
         rng = random.Random(plan.seed)
         if plan.kind == "direct":
-            return [direct_message(chunk.text, rng)]
+            return [direct_message(chunk.text, rng, arithmetic=not self._computes)]
         if tool is not None and not tool.searches and tool.examples:
             example = rng.choice(tool.examples)
             first = _vary(example, rng) if tool.structured else _vary_numbers(example, rng)

@@ -41,9 +41,13 @@ _ARITH = (("What is {a} times {b}?", "{a} times {b} is {r}.", lambda a, b: a * b
 _KINDS = ("small", "arith", "arith", "arith", "units", "spell", "letters", "day", "day", "units", "spell", "letters")
 
 
-def direct_message(text: str, rng: random.Random) -> str:
-    """A message the assistant answers without a tool: small talk or general knowledge it can answer exactly."""
-    kind = rng.choice(_KINDS)
+def direct_message(text: str, rng: random.Random, *, arithmetic: bool = True) -> str:
+    """A message the assistant answers without a tool: small talk or general knowledge it can answer exactly.
+
+    Without `arithmetic` (a tool of the config computes: its examples ask about numbers), no sums or conversions:
+    the same kind of question must not be answered with the tool in one conversation and without it in another.
+    """
+    kind = rng.choice(_KINDS if arithmetic else tuple(k for k in _KINDS if k not in ("arith", "units")))
     if kind == "small":
         q = rng.choice(_SMALL)[0]
         opener = rng.choice(("", "Hi! ", "Hey there. ", "Hello! ", "Hi again. ", "Morning! "))
