@@ -45,7 +45,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (docs / "validator.md").write_text("The validator rejects every reply with text outside the fenced json block.\n")
     (docs / "memory.md").write_text("The window memory keeps the last exchanges as plain questions and answers.\n")
     data["sources"] = [{"path": "docs"}]
-    data["generation"] = {"conversations": 40, "seed": 0, "max_extra_conversations": 0,
+    data["generation"] = {"conversations": 24, "seed": 0, "max_extra_conversations": 0,
                           "mix": {"tool": 0.5, "direct": 0.25, "multi_turn": 0.25}}
     data["export"] = {"validation_fraction": 0.2, "max_example_tokens": 650}  # dedup on (the default)
     config = config_from_dict(data, file=str(tmp / "cfg.yaml"), base_dir=tmp)
