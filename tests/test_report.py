@@ -37,14 +37,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small offline run with duplicates and over-limit rejects (so every chart has data but cost)."""
     tmp = tmp_path_factory.mktemp("report")
     data = copy.deepcopy(BASE_CONFIG)
-    # Three short documents: the offline teacher's questions about them are bound to repeat (duplicates to chart).
+    # Three one-sentence documents and 24 conversations: more than the offline teacher has distinct questions for, so
+    # some repeat (duplicates to chart).
     docs = tmp / "docs"
     docs.mkdir()
     (docs / "bm25.md").write_text("BM25 ranks passages by the query terms they contain and how rare those terms are.\n")
     (docs / "validator.md").write_text("The validator rejects every reply with text outside the fenced json block.\n")
     (docs / "memory.md").write_text("The window memory keeps the last exchanges as plain questions and answers.\n")
     data["sources"] = [{"path": "docs"}]
-    data["generation"] = {"conversations": 16, "seed": 0, "max_extra_conversations": 0,
+    data["generation"] = {"conversations": 24, "seed": 0, "max_extra_conversations": 0,
                           "mix": {"tool": 0.5, "direct": 0.25, "multi_turn": 0.25}}
     data["export"] = {"validation_fraction": 0.2, "max_example_tokens": 650}  # dedup on (the default)
     config = config_from_dict(data, file=str(tmp / "cfg.yaml"), base_dir=tmp)

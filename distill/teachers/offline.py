@@ -1,9 +1,11 @@
 """The offline teacher: a deterministic, chunk-grounded policy that plays the agent without any model.
 
 It exists so that distill runs end to end on a fresh machine with no key (the demo, the tests' pipeline runs). It
-writes questions from sentences of the planned chunk, searches with the question's key terms, and answers with the
-retrieved sentence that best matches the question; it answers small talk directly and asks follow-ups about other
-sentences of the same chunk. Same config and seed, same output. The manifest says plainly that it wrote the data.
+writes questions from the structure of the planned chunk's sentences (distill.teachers.offline_questions), searches
+with the question's key terms, searches again when the question asks about terms no search has returned yet (a
+question about two passages), and answers with the retrieved sentence that best matches each part of the question;
+it answers small talk and general-knowledge messages directly and asks follow-ups about sentences the earlier
+questions did not touch. Same config and seed, same output. The manifest says plainly that it wrote the data.
 The same policy answers in either agent format: a LangChain JSON blob, or native `tool_calls` when the request
 carries `tools` (two parallel searches for some questions when `parallel_tool_calls` is allowed); it also writes
 simulated tools' observations deterministically (`distill.teachers.sampler.simulate_offline`). Real tools of any kind
@@ -23,120 +25,27 @@ from typing import Any
 from distill.config import Config, LangchainTool, PythonTool
 from distill.formats.langchain_actions import render_action
 from distill.teachers.base import TeacherReply, TeacherRequest
+from distill.teachers.offline_direct import direct_answer, direct_message
+from distill.teachers.offline_questions import (
+    WORD,
+    first_question,
+    follow_up,
+    parts,
+    sentences,
+    terms,
+)
 from distill.trajectory import FINAL_ANSWER
 
 __all__ = ["OfflineTeacher"]
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_'-]+")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(`])")
-_STOP = frozenset(
-    """a about above after again all also am an and any are as at be because been before being below between both but
-    by can could did do does doing down during each few for from further had has have having he her here hers him his
-    how i if in into is it its itself just me more most my no nor not now of off on once only or other our out over own
-    same she should so some such than that the their them then there these they this those through to too under until
-    up very was we were what when where which while who whom why will with would you your yours use used using uses
-    one two may might must shall each every many much well like make makes made get gets without within via per""".split()  # noqa: SIM905
-)
-# Words of the question templates: never search terms.
-_ASKING = frozenset(
-    ("docs", "say", "explain", "work", "trying", "understand", "know", "look", "quick", "question", "read",
-     "thanks", "also", "tell", "related", "fit", "thing", "there", "could")
-)
-_ASK = (
-    "What do the docs say about {t}?",
-    "Can you explain {t}?",
-    "How does {t} work?",
-    "I'm trying to understand {t}. What should I know?",
-    "Could you look up {t} for me?",
-    "What is there to know about {t}?",
-    "Quick question: what about {t}?",
-    "Where can I read about {t}, and what does it say?",
-)
-_FOLLOW = (
-    "And what about {t}?",
-    "Thanks. Can you also tell me about {t}?",
-    "Related to that, how does {t} fit in?",
-    "One more thing: what about {t}?",
-)
-_DIRECT = (
-    ("Hi! What can you help me with?", "Hi! I can answer questions about the documents I have access to. What would you like to know?"),
-    ("Thanks, that's all I needed.", "You're welcome! Feel free to come back if you have more questions."),
-    ("Good morning!", "Good morning! How can I help you today?"),
-    ("Who are you?", "I'm an assistant that can look things up in the documentation for you and answer questions about it."),
-    ("Can you keep your answers short, please?", "Sure, I'll keep my answers short."),
-    ("What's the capital of France?", "The capital of France is Paris."),
-    ("How many days are in a leap year?", "A leap year has 366 days."),
-    ("Please say hello in Spanish.", "Hola!"),
-    ("That was helpful, thank you!", "I'm glad it helped! Let me know if there's anything else."),
-    ("What is 12 times 12?", "12 times 12 is 144."),
-    ("Can you answer in a friendly tone?", "Of course! I'll keep things friendly."),
-    ("Bye for now.", "Goodbye! Have a great day."),
-    ("Do you remember what we talked about?", "This is the start of our conversation, so there's nothing earlier to remember yet."),
-    ("How do I spell 'necessary'?", "It's spelled n-e-c-e-s-s-a-r-y."),
-    ("What's a good way to start learning a new library?", "Start with its quick start, run the examples, then read the reference for the parts you use."),
-    ("Is it OK if I ask you several questions?", "Absolutely, ask as many as you like."),
-)
-# Small talk is varied the way people vary it: an opener and a closer around the request.
-_OPENERS = ("", "Hi! ", "Hey there. ", "Hello, ", "Quick one: ", "Sorry to bother you. ", "Before we start: ", "Hmm, ")
-_CLOSERS = ("", " Thanks!", " Thank you.", " Cheers.")
-
-
-def _small_talk(rng: random.Random) -> str:
-    core = rng.choice(_DIRECT)[0]
-    opener, closer = rng.choice(_OPENERS), rng.choice(_CLOSERS)
-    if opener and core[0].isupper() and not core.startswith(("I ", "I'", "Is ")):
-        core = core[0].lower() + core[1:] if opener.endswith(", ") else core
-    return f"{opener}{core}{closer}"
-
-
-def _small_talk_answer(question: str) -> str | None:
-    low = question.lower()
-    return next((answer for core, answer in _DIRECT if core.lower() in low), None)
-
-
-_HEADING = re.compile(r"(^|\n)#+ [^\n]*")
-
-
-@lru_cache(maxsize=65536)
-def _sentences(text: str) -> list[str]:
-    text = _HEADING.sub(" ", text)
-    return [s.strip() for s in _SENTENCE.split(" ".join(text.split())) if len(s.split()) >= 6]
-
 
 @lru_cache(maxsize=65536)
 def _sentence_words(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
-    return tuple((s, frozenset(w.lower() for w in _WORD.findall(s))) for s in (_sentences(text) or [text]))
+    return tuple((s, frozenset(w.lower() for w in WORD.findall(s))) for s in (sentences(text) or [text]))
 
 
-def _terms(text: str, limit: int = 4) -> list[str]:
-    seen: list[str] = []
-    for word in _WORD.findall(text):
-        low = word.lower()
-        if low not in _STOP and low not in _ASKING and len(low) > 1 and low not in (w.lower() for w in seen):
-            seen.append(word)
-        if len(seen) == limit:
-            break
-    return seen
-
-
-def _topic(sentence: str, rng: random.Random) -> str:
-    """A phrase of the sentence: a run of 2-3 adjacent content words, else its first content words."""
-    runs: list[list[str]] = [[]]
-    for word in sentence.split():
-        clean = word.strip(".,;:!?()\"'`")
-        if clean and clean.lower() not in _STOP and _WORD.fullmatch(clean):
-            runs[-1].append(clean)
-            if word[-1] in ".,;:!?)":
-                runs.append([])
-        elif runs[-1]:
-            runs.append([])
-    good = [r for r in runs if len(r) >= 2]
-    if good:
-        run = rng.choice(good)
-        start = rng.randrange(max(1, len(run) - 2))
-        return " ".join(run[start : start + 3])
-    terms = _terms(sentence, limit=3)
-    return " ".join(terms) if terms else sentence[:40]
+def _observed_words(steps: Any) -> set[str]:
+    return {w.lower() for s in steps for w in WORD.findall(s.observation or "")}
 
 
 class OfflineTeacher:
@@ -147,6 +56,10 @@ class OfflineTeacher:
     def __init__(self, config: Config) -> None:
         self.model = "offline-deterministic"
         self._config = config
+        # A tool asked about numbers (a calculator): direct messages then ask no arithmetic (distill.teachers
+        # .offline_direct), which that tool would answer in other conversations.
+        self._computes = any(not t.searches and any(_DIGIT.search(e.question) for e in t.examples)
+                             for t in config.tools)
 
     async def complete(self, request: TeacherRequest) -> TeacherReply:
         """Answer a question-synthesis, rollout or simulated-tool request from its context."""
@@ -170,17 +83,15 @@ class OfflineTeacher:
         plan, chunk, tool = ctx["plan"], ctx["chunk"], ctx["tool"]
         rng = random.Random(plan.seed)
         if plan.kind == "direct":
-            return [_small_talk(rng)]
+            return [direct_message(chunk.text, rng, arithmetic=not self._computes)]
         if tool is not None and not tool.searches and tool.examples:
             example = rng.choice(tool.examples)
             first = _vary(example, rng) if tool.structured else _vary_numbers(example, rng)
         else:
-            sentences = _sentences(chunk.text) or [chunk.text]
-            first = rng.choice(_ASK).format(t=_topic(rng.choice(sentences), rng))
+            first = first_question(chunk.text, rng)
         questions = [first]
-        sentences = _sentences(chunk.text) or [chunk.text]
         for _ in range(plan.turns - 1):
-            questions.append(rng.choice(_FOLLOW).format(t=_topic(rng.choice(sentences), rng)))
+            questions.append(follow_up(chunk.text, questions, rng))
         return questions
 
     # -- acting ----------------------------------------------------------------------------------------------------
@@ -204,7 +115,7 @@ class OfflineTeacher:
     def _decide(self, ctx: dict[str, Any], *, parallel: bool) -> list[tuple[str, str]]:
         """The next action(s) as (action, action_input): one, or two parallel searches when `parallel`."""
         plan, question, steps = ctx["plan"], ctx["question"], ctx["steps"]
-        answer = _small_talk_answer(question) if plan.kind == "direct" else None
+        answer = direct_answer(question) if plan.kind == "direct" else None
         if answer is not None:
             return [(FINAL_ANSWER, answer)]
         tool = self._config.tool(plan.tool) if plan.tool else None
@@ -217,11 +128,14 @@ class OfflineTeacher:
                 if not (follow_up and search is not None):  # follow-ups ask about the chunk: search it
                     return [(tool.name, self._tool_input(tool, plan, question))]
                 tool = search
-            terms = _terms(question, limit=6)
-            if parallel and len(terms) >= 3 and plan.seed % 2 == 0:  # split the search in two, run both at once
-                half = len(terms) // 2
-                return [(tool.name, " ".join(terms[:half])), (tool.name, " ".join(terms[half:]))]
-            return [(tool.name, " ".join(terms) or question)]
+            asks, limit = parts(question), 4 + plan.seed % 3  # queries of 4-6 key terms, as the seed falls
+            if parallel and len(asks) == 2:  # a question about two things: search both at once
+                return [(tool.name, _query(asks[0], limit)), (tool.name, _query(asks[1], limit))]
+            words = terms(question, limit=limit)
+            if parallel and len(words) >= 3 and plan.seed % 2 == 0:  # split the search in two, run both at once
+                half = len(words) // 2
+                return [(tool.name, " ".join(words[:half])), (tool.name, " ".join(words[half:]))]
+            return [(tool.name, _query(asks[0], limit) if len(asks) == 2 else " ".join(words) or question)]
         batch = [steps[-1]]
         while batch[0].parallel and len(batch) < len(steps):
             batch.insert(0, steps[-1 - len(batch)])
@@ -231,7 +145,11 @@ class OfflineTeacher:
             return [(FINAL_ANSWER, f"I tried to use {failed.action}, but it failed: {failed.observation}")]
         tool = self._config.tool(last.action)
         if tool is None or tool.searches:
-            return [(FINAL_ANSWER, self._answer_from(question, *(s.observation or "" for s in batch)))]
+            searches = [s for s in steps if self._config.tool(s.action) is tool]
+            again = self._second_search(question, searches)
+            if again is not None and tool is not None and len(steps) + 1 < self._config.agent.max_steps:
+                return [(tool.name, again)]
+            return [(FINAL_ANSWER, self._answer_from(question, *(s.observation or "" for s in searches)))]
         if isinstance(tool, PythonTool | LangchainTool):
             return [(FINAL_ANSWER, f"The result is {last.observation}.")]
         return [(FINAL_ANSWER, f"Here is what {tool.name} returned: {_summary(last.observation or '')}")]
@@ -251,6 +169,18 @@ class OfflineTeacher:
         return json.dumps(arguments, ensure_ascii=False)
 
     @staticmethod
+    def _second_search(question: str, searches: list[Any]) -> str | None:
+        """The query of a further search when the question asks about terms no search so far returned, else None."""
+        seen = _observed_words(searches)
+        asked = {" ".join(s.action_input.casefold().split()) for s in searches}
+        for ask in parts(question):
+            missing = [t for t in terms(ask, limit=6) if t.lower() not in seen]
+            query = " ".join(missing)
+            if len(missing) >= 2 and query.casefold() not in asked:
+                return query
+        return None
+
+    @staticmethod
     def _answer_from(question: str, *observations: str) -> str:
         docs: list[Any] = []
         for observation in observations:
@@ -261,16 +191,24 @@ class OfflineTeacher:
             docs.extend(found if isinstance(found, list) else [])
         if not docs:
             return "I couldn't find anything about that in the documents."
-        wanted = {t.lower() for t in _terms(question, limit=8)}
-        best, best_score = "", -1
-        for doc in docs:
-            for sentence, words in _sentence_words(str(doc)):
-                score = len(wanted & words)
-                if score > best_score:
-                    best, best_score = sentence, score
-        if best_score <= 0:
+        chosen: list[str] = []
+        for ask in parts(question):
+            wanted = {t.lower() for t in terms(ask, limit=8)}
+            best, best_score = "", 0
+            for doc in docs:
+                for sentence, words in _sentence_words(str(doc)):
+                    score = len(wanted & words)
+                    if score > best_score and sentence not in chosen:
+                        best, best_score = sentence, score
+            if best:
+                chosen.append(best)
+        if not chosen:
             return "I couldn't find anything specific about that in the documents."
-        return f"According to the documentation: {best}"
+        return f"According to the documentation: {' '.join(chosen)}"
+
+
+def _query(ask: str, limit: int) -> str:
+    return " ".join(terms(ask, limit=limit)) or ask
 
 
 def _summary(observation: str) -> str:
@@ -335,8 +273,8 @@ _NUMBER = re.compile(r"(?<![\w.])\d+(?!\w)")
 def _vary_numbers(example: Any, rng: random.Random) -> str:
     """A string example's question with the numbers it shares with its input redrawn (same number of digits), so
     that "What is 17 times 23?" -> "17 * 23" also yields "What is 48 times 91?" -> "48 * 91" (_example_input)."""
-    shared = set(_NUMBER.findall(example.input)) & set(_NUMBER.findall(example.question))
-    if not shared:
+    shared = sorted(set(_NUMBER.findall(example.input)) & set(_NUMBER.findall(example.question)))  # sorted: the draws
+    if not shared:  # must not depend on PYTHONHASHSEED
         return example.question
     new = {n: str(rng.randrange(10 ** (len(n) - 1) if len(n) > 1 else 1, 10 ** len(n))) for n in shared}
     return _NUMBER.sub(lambda m: new.get(m.group(), m.group()), example.question)
