@@ -282,16 +282,20 @@ def generate(
         return asyncio.run(_draining(run, rollout, _roll_and_top_up(todo, chunks, rollout, progress, run,
                                                                     pilot=bool(pilot))))
 
-    if waves:
-        from distill.generation.waves import run_waves
+    try:
+        if waves:
+            from distill.generation.waves import run_waves
 
-        topped, batch_section = run_waves(config, run, roll, no_wait=no_wait, cancel=cancel_batches)
-    else:
-        topped, batch_section = roll(), None
-    plans = topped.plans
-    if topped.summary["extra_conversations"]:  # the extra plans continue the numbering
-        write_jsonl(folder.plans, (p.model_dump() for p in plans))
-    sections = run.finish(plans)  # trajectories.jsonl in plan order; resume and teacher_usage sections
+            topped, batch_section = run_waves(config, run, roll, no_wait=no_wait, cancel=cancel_batches)
+        else:
+            topped, batch_section = roll(), None
+        plans = topped.plans
+        if topped.summary["extra_conversations"]:  # the extra plans continue the numbering
+            write_jsonl(folder.plans, (p.model_dump() for p in plans))
+        sections = run.finish(plans)  # trajectories.jsonl in plan order; resume and teacher_usage sections
+    except BaseException:
+        run.close()  # the spool, the append handle, the ledger
+        raise
 
     elapsed = time.perf_counter() - started
     extra = {
