@@ -22,7 +22,7 @@ import logging
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +38,13 @@ __all__ = [
     "Coverage",
     "MixCount",
     "TopUp",
-    "TopUpPlanner",
     "allowed_shortfall",
     "as_planned",
     "extra_budget",
     "mix_targets",
     "plan_extra",
     "summarize_coverage",
+    "top_up",
 ]
 
 log = logging.getLogger(__name__)
@@ -267,89 +267,66 @@ def _fit(wanted: dict[str, int], left: int) -> dict[str, int]:
     return {k: n for k, n in _counts(left, {k: n / total for k, n in wanted.items()}).items() if n}
 
 
-class TopUpPlanner:
-    """The mix top-up, decided while the rollouts run (see the module doc), so the endpoint never waits for a round
-    to drain.
+async def top_up(
+    config: Config,
+    chunks: Sequence[Chunk],
+    plans: Sequence[Plan],
+    counted: MixCount,
+    roll: Callable[[list[Plan]], Awaitable[Any]],
+) -> TopUp:
+    """Roll out extra conversations for kinds short of their mix target, within the budget (see the module doc).
 
-    `checkpoint` is how many conversations (in plan order) must be counted in `counted` before the next decision.
-    For a round of at least 4 x `ahead` conversations it is the round's end less `ahead` (the conversations still
-    in flight then, about the number of workers): the decision counts the conversations before it and predicts the
-    `ahead` last ones at their kind's acceptance rate so far, and the next round's plans start while those finish.
-    A smaller round, or a prediction that finds nothing short, waits for the round's end and decides on the
-    counts (as a barrier would). Every input is a count over a fixed prefix of the plans, so the same config plans
-    the same extra conversations however the conversations finish."""
-
-    def __init__(self, config: Config, chunks: Sequence[Chunk], plans: Sequence[Plan], counted: MixCount,
-                 ahead: int) -> None:
-        self.config, self.chunks, self.counted, self.ahead = config, chunks, counted, max(0, ahead)
-        self.plans = list(plans)
-        self.budget = extra_budget(config)
-        self.used = 0
-        self.rounds: list[dict[str, Any]] = []
-        self.stopped: str | None = None
-        self.short: dict[str, dict[str, Any]] = {}
-        self.checkpoint = self._checkpoint(0)
-
-    def _checkpoint(self, start: int) -> int:
-        end = len(self.plans)
-        return end - self.ahead if end - start >= 4 * self.ahead > 0 else end
-
-    def decide(self) -> list[Plan]:
-        """Called when `checkpoint` conversations are counted: the extra plans to roll out now ([] for none yet);
-        once `stopped` is set, the top-up is over."""
-        tail = Counter(p.kind for p in self.plans[self.counted.added:])
-        cells = self.counted.cells()
-        wanted: dict[str, int] = {}
-        for k, c in cells.items():
-            got, asked, more = c["accepted"], c["requested"], tail[k]
-            if got and got * (asked + more) < (c["target"] - allowed_shortfall(self.config)) * asked:
-                # the shortfall once the tail is in at the rate so far, over that rate, in integers
-                wanted[k] = -(-(c["target"] * asked - got * (asked + more)) // got)
-        if tail:
-            if not wanted or self.used >= self.budget or len(self.rounds) >= MAX_ROUNDS:
-                self.checkpoint = len(self.plans)  # predicted met, or no round left: decide at the round's end
-                return []
-        else:
-            self.short = {k: c for k, c in cells.items() if not c["met"]}
-            if not self.short:
-                self.stopped = "met"
-            elif not wanted:
-                self.stopped = "no_conversation_accepted"
-            elif self.used >= self.budget:
-                self.stopped = "budget"
-            elif len(self.rounds) >= MAX_ROUNDS:
-                self.stopped = "rounds"
-            if self.stopped is not None:
-                return []
-        extra = plan_extra(self.config, self.chunks, self.plans, _fit(wanted, self.budget - self.used),
-                           self.counted.accepted_tools)
+    `counted` has seen every conversation of `plans` (in plan order); `roll` rolls out extra plans and adds each of
+    their conversations to it, in plan order."""
+    plans = list(plans)
+    budget = extra_budget(config)
+    used = 0
+    rounds: list[dict[str, Any]] = []
+    slack = allowed_shortfall(config)
+    stopped = "met"
+    while True:
+        cells = counted.cells()
+        short = {k: c for k, c in cells.items() if not c["met"]}
+        if not short:
+            stopped = "met"
+            break
+        wanted = {  # the shortfall divided by the acceptance rate so far, in integers: ceil(gap * requested / accepted)
+            k: -(-(c["target"] - c["accepted"]) * c["requested"] // c["accepted"])
+            for k, c in short.items()
+            if c["accepted"]
+        }
+        if not wanted:
+            stopped = "no_conversation_accepted"
+        elif used >= budget:
+            stopped = "budget"
+        elif len(rounds) >= MAX_ROUNDS:
+            stopped = "rounds"
+        if stopped != "met":
+            break
+        wanted = _fit(wanted, budget - used)
+        extra = plan_extra(config, chunks, plans, wanted, counted.accepted_tools)
         if not extra:
-            if tail:
-                self.checkpoint = len(self.plans)
-            else:
-                self.stopped = "no_chunks"
-            return []
-        self.rounds.append({"round": len(self.rounds) + 1, "planned": dict(Counter(p.kind for p in extra))})
-        start = len(self.plans)
-        self.plans.extend(extra)
-        self.used += len(extra)
-        self.checkpoint = self._checkpoint(start)
-        return extra
-
-    def finish(self) -> TopUp:
-        """All the plans and the manifest's `top_up` (call when every conversation is counted)."""
-        while self.stopped is None:  # a prediction that stopped short of the end: decide on the final counts
-            self.checkpoint = len(self.plans)
-            if self.decide():
-                raise RuntimeError("finish() with extra plans left to roll out")
-        if self.stopped != "met":
-            short = {k: c for k, c in self.counted.cells().items() if not c["met"]} or self.short
-            gaps = ", ".join(f"{k} {c['accepted']}/{c['target']}" for k, c in short.items())
-            log.warning(
-                "generation.mix not met (accepted/target: %s; allowed shortfall %d): %s after %d extra "
-                "conversation(s); raise generation.max_extra_conversations or check rejected.jsonl",
-                gaps, allowed_shortfall(self.config), self.stopped.replace("_", " "), self.used,
-            )
-        summary = {"budget": self.budget, "extra_conversations": self.used, "rounds": self.rounds,
-                   "stopped": self.stopped, "mix_met": self.stopped == "met"}
-        return TopUp(plans=self.plans, summary=summary)
+            stopped = "no_chunks"
+            break
+        rounds.append({"round": len(rounds) + 1, "planned": dict(Counter(p.kind for p in extra))})
+        await roll(extra)
+        plans.extend(extra)
+        used += len(extra)
+    if stopped != "met":
+        gaps = ", ".join(f"{k} {c['accepted']}/{c['target']}" for k, c in short.items())
+        log.warning(
+            "generation.mix not met (accepted/target: %s; allowed shortfall %d): %s after %d extra conversation(s); "
+            "raise generation.max_extra_conversations or check rejected.jsonl",
+            gaps,
+            slack,
+            stopped.replace("_", " "),
+            used,
+        )
+    summary = {
+        "budget": budget,
+        "extra_conversations": used,
+        "rounds": rounds,
+        "stopped": stopped,
+        "mix_met": stopped == "met",
+    }
+    return TopUp(plans=plans, summary=summary)

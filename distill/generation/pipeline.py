@@ -12,11 +12,10 @@ import asyncio
 import logging
 import sys
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from distill.agent.tools import ToolBox
 from distill.config import Config
@@ -40,9 +39,6 @@ from distill.run_folder import (
     write_jsonl,
 )
 from distill.teachers.base import Teacher
-
-if TYPE_CHECKING:
-    from distill.generation.coverage import TopUpPlanner
 from distill.teachers.batch import RequestPending, WavePending
 from distill.trajectory import Plan, Trajectory
 
@@ -118,80 +114,45 @@ def _bar_tally(tally: dict[str, int]) -> dict[str, int]:
 async def _roll_all(
     plans: list[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
     label: str = "conversations", sink: Callable[[Trajectory], None] | None = None,
-    planner: TopUpPlanner | None = None,
 ) -> int:
     """Roll out `plans` (the ones not finished before); every finished conversation goes to the run's spool as it
-    finishes, and to `sink` in plan order. With a `planner` (distill/generation/coverage.py) the top-up's extra
-    plans join the same queue as soon as it decides them (`plans` grows), so the workers never wait for a round to
-    drain. Returns how many conversations `plans` have now."""
+    finishes, and to `sink` in plan order. Returns how many conversations `plans` have now."""
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
     run.add_plans(plans)  # a top-up's extra plans are on disk before their conversations are
-    ids = [p.id for p in plans]
-    queue: deque[int] = deque()
+    ordered = InOrder([p.id for p in plans], run.spool, sink or (lambda t: None))
     tally = {"accepted": 0, "rejected": 0, "failed": 0}
     waiting = 0  # batch mode: conversations waiting for their wave's batch (distill/generation/waves.py)
-    in_flight = 0
     bar = _progress(len(plans), progress, label)
-    wake = asyncio.Condition()
-
-    def counted(t: Trajectory) -> None:  # in plan order
-        if sink is not None:
-            sink(t)
-        if planner is not None and planner.stopped is None and planner.checkpoint == planner.counted.added:
-            extra = planner.decide()
-            if extra:
-                run.add_plans(extra)
-                bar.total = len(plans) + len(extra)
-                enqueue(extra)
-
-    ordered = InOrder(ids, run.spool, counted)
-
-    def enqueue(some: list[Plan]) -> None:
-        first = len(plans)
-        if some is not plans:
-            plans.extend(some)
-            ids.extend(p.id for p in some)
-        for i in range(first if some is not plans else 0, len(plans)):
-            done = run.done(plans[i])  # finished before a resume, or by an earlier wave
-            if done is None:
-                queue.append(i)
-            else:
-                tally[done.outcome] += 1
-                bar.update(1)
-                ordered.done(i, done)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(plans)):
+        done = run.done(plans[i])  # finished before a resume, or by an earlier wave
+        if done is None:
+            queue.put_nowait(i)
+        else:
+            ordered.done(i, done)
+            tally[done.outcome] += 1
+    bar.update(len(plans) - queue.qsize())
 
     async def worker() -> None:
-        nonlocal waiting, in_flight
-        while run.stopped is None:
-            if not queue:
-                if not in_flight:
-                    break
-                async with wake:
-                    await wake.wait()
-                continue
-            i = queue.popleft()
-            in_flight += 1
+        nonlocal waiting
+        while not queue.empty() and run.stopped is None:
+            i = queue.get_nowait()
             try:
                 trajectory = await run_conversation(plans[i], chunks[plans[i].chunk_id], rollout)
             except RunStopped as exc:  # circuit breaker or budget: the conversation resumes later
                 run.stop(exc)
-                trajectory = None
+                return
             except RequestPending:  # batch mode: not failed, not finished; the next wave replays it
                 waiting += 1
-                trajectory = None
-            in_flight -= 1
-            if trajectory is not None:
-                run.record(trajectory)  # to the spool (the next wave, in batch mode, does not run it again)
-                tally[trajectory.outcome] += 1
-                bar.update(1)
-                if bar.n % 25 == 0 or bar.n == len(plans) or run.metered:
-                    bar.set_postfix(run.postfix(_bar_tally(tally)), refresh=False)
-                ordered.done(i, trajectory)  # may queue a top-up's plans
-            async with wake:
-                wake.notify_all()
+                continue
+            run.record(trajectory)  # to the spool (the next wave, in batch mode, does not run it again)
+            ordered.done(i, trajectory)
+            tally[trajectory.outcome] += 1
+            bar.update(1)
+            if bar.n % 25 == 0 or bar.n == len(plans) or run.metered:
+                bar.set_postfix(run.postfix(_bar_tally(tally)), refresh=False)
 
-    enqueue(plans)
-    workers = rollout.config.teacher.concurrency * 2 if planner else max(1, min(len(plans), 2 * rollout.config.teacher.concurrency))
+    workers = max(1, min(len(plans), rollout.config.teacher.concurrency * 2))
     try:
         await asyncio.gather(*(worker() for _ in range(workers)))
     finally:
@@ -206,21 +167,27 @@ async def _roll_and_top_up(
     plans: list[Plan], chunks: list[Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
     pilot: bool = False,
 ) -> Any:
-    """Roll out the plans and, in the same worker pool, extra conversations for kinds short of the mix
-    (distill/coverage.py `TopUpPlanner`), then judge."""
-    from distill.generation.coverage import MixCount, TopUp, TopUpPlanner
+    """Roll out the plans, then extra conversations for kinds short of the mix (distill/coverage.py), then judge."""
+    from distill.generation.coverage import MixCount, TopUp, top_up
 
     by_id = {c.id: c for c in chunks}
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
+    rounds = 0
+    counted = MixCount(rollout.config, rollout.fmt)
+
+    async def roll(some: list[Plan]) -> int:  # the first call rolls the plans, later ones top up
+        nonlocal rounds
+        rounds += 1
+        label = "conversations" if rounds == 1 else f"top-up {rounds - 1}"
+        return await _roll_all(some, by_id, rollout, progress, run, label, None if pilot else counted.add)
+
     try:
         if pilot:  # distill estimate: a sample of the plans, no top-up
-            await _roll_all(plans, by_id, rollout, progress, run)
+            await roll(plans)
             topped = TopUp(plans, {"extra_conversations": 0, "pilot": len(plans)})
         else:
-            counted = MixCount(rollout.config, rollout.fmt)
-            planner = TopUpPlanner(rollout.config, chunks, plans, counted, ahead=2 * rollout.config.teacher.concurrency)
-            await _roll_all(planner.plans, by_id, rollout, progress, run, sink=counted.add, planner=planner)
-            topped = planner.finish()
+            await roll(plans)
+            topped = await top_up(rollout.config, chunks, plans, counted, roll)
         await _judge(rollout, topped.plans, by_id, run)
         return topped
     finally:
