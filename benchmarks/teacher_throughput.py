@@ -29,7 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,10 +53,14 @@ _ANSWER = {
 
 
 # -- the endpoint ---------------------------------------------------------------------------------------------------
-def serve(port: int, latency: float, rpm: int | None, headers: bool, ready: multiprocessing.Event) -> None:
-    """An OpenAI-compatible endpoint: fixed latency, an RPM limit enforced per second, counters at /stats."""
+def serve(port: int, latency: float, rpm: int | None, headers: bool, ready: multiprocessing.Event,
+          answer: Callable[[bytes], bytes] | None = None) -> None:
+    """An OpenAI-compatible endpoint: fixed latency, an RPM limit enforced per second, counters at /stats (with the
+    wall-clock time of every admitted request in `admitted`). `answer` (request body -> response body) replaces the
+    fixed answer."""
     rate = rpm / 60 if rpm else None
-    state = {"tokens": rate or 0.0, "at": time.monotonic(), "requests": 0, "ok": 0, "limited": 0, "first": None}
+    state: dict[str, Any] = {"tokens": rate or 0.0, "at": time.monotonic(), "requests": 0, "ok": 0, "limited": 0,
+                             "first": None, "admitted": []}
     body = json.dumps(_ANSWER).encode()
 
     def take() -> float | None:
@@ -92,21 +98,23 @@ def serve(port: int, latency: float, rpm: int | None, headers: bool, ready: mult
                     name, _, value = header.partition(b":")
                     if name.strip().lower() == b"content-length":
                         length = int(value)
-                if length:
-                    await reader.readexactly(length)
+                request = await reader.readexactly(length) if length else b""
                 if path == b"/stats":
                     payload, status, extra = json.dumps(state).encode(), "200 OK", []
                 elif path == b"/reset":
-                    state.update(requests=0, ok=0, limited=0, first=None, tokens=rate or 0.0, at=time.monotonic())
+                    state.update(requests=0, ok=0, limited=0, first=None, tokens=rate or 0.0, at=time.monotonic(),
+                                 admitted=[])
                     payload, status, extra = b"{}", "200 OK", []
                 else:
                     state["requests"] += 1
                     state["first"] = state["first"] or time.time()
                     wait = take()
                     if wait is None:
+                        state["admitted"].append(time.time())
                         await asyncio.sleep(latency)
                         state["ok"] += 1
-                        payload, status, extra = body, "200 OK", limit_headers()
+                        payload = answer(request) if answer is not None else body
+                        status, extra = "200 OK", limit_headers()
                     else:
                         state["limited"] += 1
                         payload = b'{"error": {"message": "Rate limit reached", "type": "requests"}}'

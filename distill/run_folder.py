@@ -20,7 +20,7 @@ import errno
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,10 +34,10 @@ if TYPE_CHECKING:
     from distill.trajectory import Trajectory
 
 __all__ = [
-    "CHUNKS", "EVAL", "FINETUNE", "INDEX", "LEDGER", "MANIFEST", "PLANS", "REJECTED", "REPORT_HTML",
-    "REPORT_JSON", "RUN_STATE", "SPLITS", "TRAIN", "TRAJECTORIES", "VALIDATION", "Appender", "Manifest",
-    "RunFolder", "config_of", "default_run_dir", "load_trajectories", "output_folder", "read_jsonl",
-    "read_manifest", "write_json", "write_jsonl", "write_text",
+    "CHUNKS", "EVAL", "EXPORT_SPOOL", "FINETUNE", "INDEX", "LEDGER", "MANIFEST", "PARTS", "PLANS", "REJECTED",
+    "REPORT_HTML", "REPORT_JSON", "RUN_STATE", "SPLITS", "TRAIN", "TRAJECTORIES", "VALIDATION", "Appender",
+    "Manifest", "RunFolder", "config_of", "default_run_dir", "iter_jsonl", "iter_trajectories", "load_trajectories",
+    "output_folder", "read_jsonl", "read_manifest", "write_json", "write_jsonl", "write_lines", "write_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ REPORT_HTML = "report.html"
 REPORT_JSON = "report.json"
 EVAL = "eval"  # a folder: report.json, report.md, transcripts/, failures/
 FINETUNE = "finetune.json"
+PARTS = "trajectories.parts.jsonl"  # while a run runs: conversations as they finish (removed at the end)
+EXPORT_SPOOL = "export.spool"  # while export runs: its rendered lines between its two passes (removed at the end)
 SPLITS = ("train", "validation")
 GENERATE_FIRST = "run `distill generate CONFIG` first"
 _BUFFER = 1 << 20
@@ -73,47 +75,37 @@ class RunFolder:
 
     # the paths, by what they hold
     @property
-    def index(self) -> Path:
-        return self.root / INDEX
+    def index(self) -> Path: return self.root / INDEX
     @property
-    def chunks(self) -> Path:
-        return self.root / INDEX / CHUNKS
+    def chunks(self) -> Path: return self.root / INDEX / CHUNKS
     @property
-    def plans(self) -> Path:
-        return self.root / PLANS
+    def plans(self) -> Path: return self.root / PLANS
     @property
-    def run_state(self) -> Path:
-        return self.root / RUN_STATE
+    def run_state(self) -> Path: return self.root / RUN_STATE
     @property
-    def trajectories(self) -> Path:
-        return self.root / TRAJECTORIES
+    def trajectories(self) -> Path: return self.root / TRAJECTORIES
     @property
-    def ledger(self) -> Path:
-        return self.root / LEDGER
+    def ledger(self) -> Path: return self.root / LEDGER
     @property
-    def train(self) -> Path:
-        return self.root / TRAIN
+    def train(self) -> Path: return self.root / TRAIN
     @property
-    def validation(self) -> Path:
-        return self.root / VALIDATION
+    def validation(self) -> Path: return self.root / VALIDATION
     @property
-    def rejected(self) -> Path:
-        return self.root / REJECTED
+    def rejected(self) -> Path: return self.root / REJECTED
     @property
-    def manifest(self) -> Path:
-        return self.root / MANIFEST
+    def manifest(self) -> Path: return self.root / MANIFEST
     @property
-    def report_html(self) -> Path:
-        return self.root / REPORT_HTML
+    def report_html(self) -> Path: return self.root / REPORT_HTML
     @property
-    def report_json(self) -> Path:
-        return self.root / REPORT_JSON
+    def report_json(self) -> Path: return self.root / REPORT_JSON
     @property
-    def eval(self) -> Path:
-        return self.root / EVAL
+    def eval(self) -> Path: return self.root / EVAL
     @property
-    def finetune(self) -> Path:
-        return self.root / FINETUNE
+    def finetune(self) -> Path: return self.root / FINETUNE
+    @property
+    def parts(self) -> Path: return self.root / PARTS
+    @property
+    def export_spool(self) -> Path: return self.root / EXPORT_SPOOL
     def split(self, name: str) -> Path:
         """`train.jsonl`, `validation.jsonl` or `rejected.jsonl`."""
         return self.root / f"{name}.jsonl"
@@ -171,10 +163,7 @@ def output_folder(path: str | os.PathLike[str], *, option: str = "--out") -> Pat
 
 
 def _remove(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    Path(path).unlink(missing_ok=True)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -210,6 +199,11 @@ def _atomic(path: Path, chunks: Iterable[bytes]) -> None:
 def write_text(path: Path, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically (see the module doc)."""
     _atomic(path, [text.encode("utf-8")])
+
+
+def write_lines(path: Path, lines: Iterable[bytes]) -> None:
+    """Write encoded lines (each with its newline) or blocks of them to `path` atomically."""
+    _atomic(path, lines)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -270,14 +264,18 @@ class Appender:
 
 
 def read_jsonl(path: Path, parse: Callable[[str], T] = json.loads, *, hint: str | None = None) -> list[T]:
-    """The parsed lines of a JSONL file ([] when it does not exist), blank lines skipped.
+    """The parsed lines of a JSONL file ([] when it does not exist), blank lines skipped (see `iter_jsonl`)."""
+    return list(iter_jsonl(path, parse, hint=hint))
+
+
+def iter_jsonl(path: Path, parse: Callable[[str], T] = json.loads, *, hint: str | None = None) -> Iterator[T]:
+    """The parsed lines of a JSONL file, one at a time (none when it does not exist), blank lines skipped.
 
     A last line that does not parse is a line cut short by an interrupted write: it is left out and reported (file
     and line) as a warning. A bad line before it is a RunFolderError naming the file and the line."""
     path = Path(path)
     if not path.is_file():
-        return []
-    rows: list[T] = []
+        return
     bad: tuple[int, str] | None = None  # the last line that did not parse: cut short if nothing follows it
     try:
         with path.open(encoding="utf-8") as fh:
@@ -287,23 +285,27 @@ def read_jsonl(path: Path, parse: Callable[[str], T] = json.loads, *, hint: str 
                 if bad is not None:
                     raise RunFolderError(f"{path}:{bad[0]}: not a valid line: {bad[1]}", hint=hint)
                 try:
-                    rows.append(parse(line))
+                    row = parse(line)
                 except ValueError as exc:  # json.JSONDecodeError and pydantic's ValidationError are ValueErrors
                     bad = (number, (str(exc).strip().splitlines() or [""])[0][:200])
+                    continue
+                yield row
     except (OSError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"cannot read {path}: {exc}", hint=hint) from None
     if bad is not None:
         log.warning("%s:%d: the last line is cut short (an interrupted write); it is left out", path, bad[0])
-    return rows
 
 
 def load_trajectories(run_dir: Path) -> list[Trajectory]:
-    """The rollout stage's artifact of a run folder (`trajectories.jsonl`)."""
-    from distill.trajectory import Trajectory
+    """The rollout stage's artifact of a run folder (`trajectories.jsonl`); `iter_trajectories` one at a time."""
+    return list(iter_trajectories(run_dir))
 
+
+def iter_trajectories(run_dir: Path) -> Iterator[Trajectory]:
+    from distill.trajectory import Trajectory
     folder = RunFolder(run_dir)
     path = folder.require(folder.trajectories)
-    return read_jsonl(path, Trajectory.model_validate_json, hint="`distill generate CONFIG --out RUN` rewrites it")
+    return iter_jsonl(path, Trajectory.model_validate_json, hint="`distill generate CONFIG --out RUN` rewrites it")
 
 
 # -- the manifest ------------------------------------------------------------------------------------------------------

@@ -22,23 +22,24 @@ import logging
 import math
 import random
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from distill.config import Config
 from distill.formats.base import Format
-from distill.generation.dedup import find_duplicates
+from distill.generation.dedup import DedupIndex
 from distill.generation.questions import _counts, _eligible_tools
 from distill.generation.sources import Chunk
 from distill.trajectory import Plan, Trajectory
 
 __all__ = [
     "MAX_ROUNDS",
+    "Coverage",
+    "MixCount",
     "TopUp",
     "allowed_shortfall",
     "as_planned",
-    "exportable_ids",
     "extra_budget",
     "mix_targets",
     "plan_extra",
@@ -83,13 +84,10 @@ def as_planned(t: Trajectory) -> bool:
     return True
 
 
-def _kind_cells(config: Config, trajectories: Sequence[Trajectory], accepted: set[str]) -> dict[str, dict[str, Any]]:
+def _cells(config: Config, requested: Counter[str], got: Counter[str], off: Counter[str]) -> dict[str, dict[str, Any]]:
     targets = mix_targets(config)
     slack = allowed_shortfall(config)
     shares = config.generation.mix.model_dump()
-    requested: Counter[str] = Counter(t.kind for t in trajectories)
-    got: Counter[str] = Counter(t.kind for t in trajectories if t.id in accepted and as_planned(t))
-    off: Counter[str] = Counter(t.kind for t in trajectories if t.id in accepted and not as_planned(t))
     return {
         k: {
             "share": shares[k],
@@ -104,27 +102,36 @@ def _kind_cells(config: Config, trajectories: Sequence[Trajectory], accepted: se
     }
 
 
-def summarize_coverage(config: Config, trajectories: Sequence[Trajectory]) -> dict[str, Any]:
-    """The manifest's `coverage` section, from trajectories whose outcomes are final (after export's checks)."""
-    accepted_ids = {t.id for t in trajectories if t.outcome == "accepted"}
-    by_kind = _kind_cells(config, trajectories, accepted_ids)
-    outcomes: Counter[str] = Counter()
-    tools: dict[str, Counter[str]] = {t.name: Counter() for t in config.tools}
-    docs: dict[str, Counter[str]] = defaultdict(Counter)
-    for t in trajectories:
+class Coverage:
+    """The manifest's `coverage` section, counted one conversation at a time (`add`, outcomes final)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.requested: Counter[str] = Counter()
+        self.got: Counter[str] = Counter()
+        self.off: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self.tools: dict[str, Counter[str]] = {t.name: Counter() for t in config.tools}
+        self.docs: dict[str, Counter[str]] = defaultdict(Counter)
+
+    def add(self, t: Trajectory) -> None:
+        ok = t.outcome == "accepted"
+        self.requested[t.kind] += 1
+        if ok:
+            (self.got if as_planned(t) else self.off)[t.kind] += 1
         planned = t.meta.get("tool")
-        ok = t.id in accepted_ids
-        docs[t.doc_id]["requested"] += 1
+        tools, doc = self.tools, self.docs[t.doc_id]
+        doc["requested"] += 1
         if planned in tools:
             tools[planned]["requested"] += 1
             tools[planned]["accepted"] += ok
         if not ok:
-            continue
-        docs[t.doc_id]["accepted"] += 1
-        docs[t.doc_id]["examples"] += len(t.turns)
+            return
+        doc["accepted"] += 1
+        doc["examples"] += len(t.turns)
         for i, turn in enumerate(t.turns):
             called = [s.action for s in turn.steps if not s.is_final]
-            outcomes["follow_up" if i else ("tool_used" if called else "no_tool")] += 1
+            self.outcomes["follow_up" if i else ("tool_used" if called else "no_tool")] += 1
             for name in set(called):
                 if name in tools:
                     tools[name]["examples"] += 1
@@ -132,39 +139,69 @@ def summarize_coverage(config: Config, trajectories: Sequence[Trajectory]) -> di
                 if name in tools:
                     tools[name]["calls"] += 1
 
-    def cell(c: Counter[str], *keys: str) -> dict[str, Any]:
-        return {**{k: c[k] for k in ("requested", "accepted", *keys)}, "rate": _rate(c["accepted"], c["requested"])}
+    def section(self) -> dict[str, Any]:
+        config = self.config
+        by_kind = _cells(config, self.requested, self.got, self.off)
 
-    return {
-        "mix_met": all(c["met"] for c in by_kind.values()),
-        "tolerance": config.generation.mix_tolerance,
-        "allowed_shortfall": allowed_shortfall(config),
-        "by_kind": by_kind,
-        "by_outcome": {k: outcomes[k] for k in ("tool_used", "no_tool", "follow_up")},
-        "by_tool": {name: cell(c, "examples", "calls") for name, c in tools.items()},
-        "by_document": {doc: cell(docs[doc], "examples") for doc in sorted(docs)},
-    }
+        def cell(c: Counter[str], *keys: str) -> dict[str, Any]:
+            return {**{k: c[k] for k in ("requested", "accepted", *keys)}, "rate": _rate(c["accepted"], c["requested"])}
+
+        return {
+            "mix_met": all(c["met"] for c in by_kind.values()),
+            "tolerance": config.generation.mix_tolerance,
+            "allowed_shortfall": allowed_shortfall(config),
+            "by_kind": by_kind,
+            "by_outcome": {k: self.outcomes[k] for k in ("tool_used", "no_tool", "follow_up")},
+            "by_tool": {name: cell(c, "examples", "calls") for name, c in self.tools.items()},
+            "by_document": {doc: cell(self.docs[doc], "examples") for doc in sorted(self.docs)},
+        }
 
 
-def exportable_ids(config: Config, trajectories: Sequence[Trajectory], fmt: Format, cache: dict[str, int]) -> set[str]:
-    """Ids of the conversations export would keep: accepted, within the token limit, not duplicates.
-
-    `cache` keeps each conversation's largest example token count between calls (trajectories do not change).
-    """
-    from distill.tokens import count_example, example_limit
-
-    model = config.export.model
-    limit = config.export.max_example_tokens or example_limit(model)
-    within: list[Trajectory] = []
+def summarize_coverage(config: Config, trajectories: Iterable[Trajectory]) -> dict[str, Any]:
+    """The manifest's `coverage` section, from trajectories whose outcomes are final (after export's checks)."""
+    coverage = Coverage(config)
     for t in trajectories:
+        coverage.add(t)
+    return coverage.section()
+
+
+class MixCount:
+    """What export will accept so far, per kind, counted one conversation at a time in plan order (`add`): accepted,
+    within the token limit, renderable, not a duplicate (a `DedupIndex`: only what its index needs is kept)."""
+
+    def __init__(self, config: Config, fmt: Format) -> None:
+        from distill.tokens import example_limit
+
+        self.config, self.fmt = config, fmt
+        self.model = config.export.model
+        self.limit = config.export.max_example_tokens or example_limit(self.model)
+        self.dedup = DedupIndex(config.export.dedup)
+        self.requested: Counter[str] = Counter()
+        self.got: Counter[str] = Counter()
+        self.off: Counter[str] = Counter()
+        self.accepted_tools: Counter[str] = Counter()
+        self.added = 0
+
+    def add(self, t: Trajectory) -> None:
+        from distill.formats import NotRenderable
+        from distill.tokens import count_example
+
+        self.added += 1
+        self.requested[t.kind] += 1
         if t.outcome != "accepted":
-            continue
-        if t.id not in cache:
-            cache[t.id] = max(count_example(ex, model) for ex in fmt.render(t))
-        if cache[t.id] <= limit:
-            within.append(t)
-    dropped = {d.id for d in find_duplicates(within, config.export.dedup)}
-    return {t.id for t in within} - dropped
+            return
+        try:
+            worst = max(count_example(ex, self.model) for ex in self.fmt.render(t))
+        except NotRenderable:
+            return
+        if worst > self.limit or self.dedup.check(t) is not None:
+            return
+        (self.got if as_planned(t) else self.off)[t.kind] += 1
+        if t.meta.get("tool"):
+            self.accepted_tools[str(t.meta["tool"])] += 1
+
+    def cells(self) -> dict[str, dict[str, Any]]:
+        return _cells(self.config, self.requested, self.got, self.off)
 
 
 def plan_extra(
@@ -217,10 +254,9 @@ def plan_extra(
 
 @dataclass
 class TopUp:
-    """All plans and trajectories after topping up, and what the top-up did (the manifest's `top_up`)."""
+    """All plans after topping up, and what the top-up did (the manifest's `top_up`)."""
 
     plans: list[Plan]
-    trajectories: list[Trajectory]
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -235,21 +271,21 @@ async def top_up(
     config: Config,
     chunks: Sequence[Chunk],
     plans: Sequence[Plan],
-    trajectories: Sequence[Trajectory],
-    fmt: Format,
-    roll: Callable[[list[Plan]], Awaitable[list[Trajectory]]],
+    counted: MixCount,
+    roll: Callable[[list[Plan]], Awaitable[Any]],
 ) -> TopUp:
-    """Roll out extra conversations for kinds short of their mix target, within the budget (see the module doc)."""
-    plans, trajectories = list(plans), list(trajectories)
+    """Roll out extra conversations for kinds short of their mix target, within the budget (see the module doc).
+
+    `counted` has seen every conversation of `plans` (in plan order); `roll` rolls out extra plans and adds each of
+    their conversations to it, in plan order."""
+    plans = list(plans)
     budget = extra_budget(config)
     used = 0
     rounds: list[dict[str, Any]] = []
-    cache: dict[str, Any] = {}
     slack = allowed_shortfall(config)
     stopped = "met"
     while True:
-        ok = exportable_ids(config, trajectories, fmt, cache)
-        cells = _kind_cells(config, trajectories, ok)
+        cells = counted.cells()
         short = {k: c for k, c in cells.items() if not c["met"]}
         if not short:
             stopped = "met"
@@ -268,15 +304,12 @@ async def top_up(
         if stopped != "met":
             break
         wanted = _fit(wanted, budget - used)
-        accepted_tools: Counter[str] = Counter(
-            str(t.meta["tool"]) for t in trajectories if t.id in ok and t.meta.get("tool")
-        )
-        extra = plan_extra(config, chunks, plans, wanted, accepted_tools)
+        extra = plan_extra(config, chunks, plans, wanted, counted.accepted_tools)
         if not extra:
             stopped = "no_chunks"
             break
         rounds.append({"round": len(rounds) + 1, "planned": dict(Counter(p.kind for p in extra))})
-        trajectories.extend(await roll(extra))
+        await roll(extra)
         plans.extend(extra)
         used += len(extra)
     if stopped != "met":
@@ -296,4 +329,4 @@ async def top_up(
         "stopped": stopped,
         "mix_met": stopped == "met",
     }
-    return TopUp(plans=plans, trajectories=trajectories, summary=summary)
+    return TopUp(plans=plans, summary=summary)

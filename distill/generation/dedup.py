@@ -21,7 +21,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from distill.trajectory import Trajectory
 
 __all__ = [
     "REASONS",
+    "DedupIndex",
     "Duplicate",
     "drop_duplicates",
     "find_duplicates",
@@ -93,54 +94,76 @@ def _jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def find_duplicates(trajectories: Sequence[Trajectory], settings: Any) -> list[Duplicate]:
+class DedupIndex:
+    """The dedup checks, one conversation at a time in conversation order (`check`). It keeps only what its index
+    needs: the normalized question of each kept conversation (for exact matches, and the exact Jaccard check of an
+    LSH candidate), the kept tool-call keys and the MinHash LSH bands; never the conversations or shingle sets."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.enabled = bool(settings.enabled)
+        self.near = settings.near_threshold
+        self.lsh: Any = None
+        if self.enabled and self.near is not None:
+            from datasketch import MinHash, MinHashLSH
+
+            self.lsh = MinHashLSH(threshold=self.near, num_perm=settings.num_perm)
+            self.template = MinHash(num_perm=settings.num_perm, seed=_MINHASH_SEED)
+        self.by_question: dict[str, int] = {}  # normalized question -> kept number
+        self.kept: list[str] = []  # kept number -> conversation id
+        self.questions: list[str] = []  # kept number -> normalized question
+        self.by_calls: dict[tuple[Any, ...], int] = {}  # tool-call key -> kept number
+        self.found: list[Duplicate] = []
+
+    def check(self, t: Trajectory) -> Duplicate | None:
+        """The duplicate verdict of `t` against the conversations kept so far; `t` is kept when it is none."""
+        if not self.enabled:
+            return None
+        dup = self._find(t)
+        if dup is not None:
+            self.found.append(dup)
+        return dup
+
+    def _find(self, t: Trajectory) -> Duplicate | None:
+        key = question_key(t)
+        if key in self.by_question:
+            return Duplicate(t.id, "duplicate_question", self.kept[self.by_question[key]], 1.0)
+        signature = None
+        if self.lsh is not None:
+            size = self.settings.shingle_chars
+            grams = shingles(key, size)
+            signature = _minhash(grams, self.template)
+            best_id, best = None, 0.0
+            for other in sorted(self.lsh.query(signature)):  # kept numbers, in order: ties, the earliest wins
+                similarity = _jaccard(grams, shingles(self.questions[other], size))
+                if similarity >= self.near and similarity > best:
+                    best_id, best = other, similarity
+            if best_id is not None:
+                return Duplicate(t.id, "duplicate_near_question", self.kept[best_id], round(best, 4))
+        calls = trajectory_key(t) if self.settings.trajectories else None
+        if calls is not None and calls in self.by_calls:
+            return Duplicate(t.id, "duplicate_trajectory", self.kept[self.by_calls[calls]], 1.0)
+        number = len(self.kept)
+        self.kept.append(t.id)
+        self.questions.append(key)
+        self.by_question[key] = number
+        if calls is not None:
+            self.by_calls[calls] = number
+        if signature is not None:
+            self.lsh.insert(number, signature)
+        return None
+
+
+def find_duplicates(trajectories: Iterable[Trajectory], settings: Any) -> list[Duplicate]:
     """The duplicates among `trajectories` (in the given order; the first copy is kept). Nothing is modified.
 
     `settings` is the config's `export.dedup` section (enabled, near_threshold, shingle_chars, num_perm,
     trajectories).
     """
-    if not settings.enabled:
-        return []
-    near = settings.near_threshold
-    lsh = None
-    if near is not None:
-        from datasketch import MinHash, MinHashLSH
-
-        lsh = MinHashLSH(threshold=near, num_perm=settings.num_perm)
-        template = MinHash(num_perm=settings.num_perm, seed=_MINHASH_SEED)
-    by_question: dict[str, str] = {}
-    by_calls: dict[tuple[Any, ...], str] = {}
-    kept_shingles: dict[str, set[str]] = {}
-    kept_order: dict[str, int] = {}
-    found: list[Duplicate] = []
+    index = DedupIndex(settings)
     for t in trajectories:
-        key = question_key(t)
-        if key in by_question:
-            found.append(Duplicate(t.id, "duplicate_question", by_question[key], 1.0))
-            continue
-        if lsh is not None:
-            grams = shingles(key, settings.shingle_chars)
-            signature = _minhash(grams, template)
-            best_id, best = None, 0.0
-            for other in sorted(lsh.query(signature), key=kept_order.__getitem__):  # ties: the earliest wins
-                similarity = _jaccard(grams, kept_shingles[other])
-                if similarity >= near and similarity > best:
-                    best_id, best = other, similarity
-            if best_id is not None:
-                found.append(Duplicate(t.id, "duplicate_near_question", best_id, round(best, 4)))
-                continue
-        calls = trajectory_key(t) if settings.trajectories else None
-        if calls is not None and calls in by_calls:
-            found.append(Duplicate(t.id, "duplicate_trajectory", by_calls[calls], 1.0))
-            continue
-        by_question[key] = t.id
-        if calls is not None:
-            by_calls[calls] = t.id
-        if lsh is not None:
-            kept_shingles[t.id] = grams
-            kept_order[t.id] = len(kept_order)
-            lsh.insert(t.id, signature)
-    return found
+        index.check(t)
+    return index.found
 
 
 def _minhash(grams: set[str], template: Any) -> Any:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from distill.config import Config
@@ -30,7 +30,7 @@ from distill.teachers.batch import RequestPending, WavePending
 from distill.templates import template
 from distill.trajectory import Trajectory
 
-__all__ = ["apply_verdicts", "judge_all", "judge_request", "read_verdict", "transcript"]
+__all__ = ["Verdicts", "apply_verdicts", "judge_all", "judge_request", "judge_stream", "read_verdict", "transcript"]
 
 UNREADABLE = "judge_unreadable"
 
@@ -131,89 +131,158 @@ def _judge_name(config: Config, teacher: Any) -> str:
 async def judge_all(config: Config, trajectories: Sequence[Trajectory], documents: dict[str, str], teacher: Any) -> int:
     """Judge every accepted conversation without a current verdict (stored in `meta["judge"]`); returns how many
     were judged now. RunStopped (budget, breaker) propagates; what was judged before it is kept in the records."""
+    counted = [0]
+    async for _ in judge_stream(config, trajectories, documents, teacher, judged=counted, window=len(trajectories)):
+        pass
+    return counted[0]
+
+
+async def judge_stream(
+    config: Config, trajectories: Iterable[Trajectory], documents: dict[str, str], teacher: Any, *,
+    judged: list[int] | None = None, window: int | None = None,
+) -> AsyncIterator[Trajectory]:
+    """`trajectories`, in their order, each accepted one judged (verdict in `meta["judge"]`) unless it has a current
+    verdict; at most `window` (default 4 x judge.concurrency, at least 64) are held at a time. `judged[0]` counts
+    the ones judged now. Batch mode: the ones waiting for their wave raise WavePending after the last is yielded."""
     if not config.judge.enabled:
-        return 0
+        for t in trajectories:
+            yield t
+        return
     name = _judge_name(config, teacher)
     offline = OfflineJudge() if name == OFFLINE_JUDGE else None
     gate = asyncio.Semaphore(config.judge.concurrency)
     criteria = list(config.judge.criteria)
+    waiting: list[str] = []
+    counted = judged if judged is not None else [0]
 
-    async def one(t: Trajectory) -> bool:
+    def ask(t: Trajectory) -> tuple[TeacherRequest, dict[str, Any], str] | None:
         document = documents.get(t.chunk_id, "")
         request = judge_request(config, t, document)
         key = request.key(name)
         stored = t.meta.get("judge")
         if isinstance(stored, dict) and stored.get("key") == key:
-            return False  # judged before with this very request
-        verdict: dict[str, Any] = {"judge": name, "key": key}
-        if offline is not None:
-            verdict["scores"] = offline.verdict(t, document, criteria)
-        else:
-            async with gate:
-                try:
-                    reply = await teacher.complete(request)
-                except TeacherCallError as exc:
-                    t.fail("judge", exc.reason, exc.detail)
-                    return True
-                except RequestPending:  # batch mode: judged in a later wave (distill/generation/waves.py)
-                    waiting.append(t.id)
-                    return False
-            try:
-                verdict["scores"] = read_verdict(reply, criteria)
-            except VerdictError as exc:
-                verdict["error"], verdict["raw"] = str(exc), reply.text
-        t.meta["judge"] = verdict
-        return True
+            return None  # judged before with this very request
+        return request, {"judge": name, "key": key}, document
 
-    waiting: list[str] = []
-    done = await asyncio.gather(*(one(t) for t in trajectories if t.outcome == "accepted"))
+    async def one(t: Trajectory, request: TeacherRequest, verdict: dict[str, Any]) -> None:
+        async with gate:
+            try:
+                reply = await teacher.complete(request)
+            except TeacherCallError as exc:
+                t.fail("judge", exc.reason, exc.detail)
+                counted[0] += 1
+                return
+            except RequestPending:  # batch mode: judged in a later wave (distill/generation/waves.py)
+                waiting.append(t.id)
+                return
+        try:
+            verdict["scores"] = read_verdict(reply, criteria)
+        except VerdictError as exc:
+            verdict["error"], verdict["raw"] = str(exc), reply.text
+        t.meta["judge"] = verdict
+        counted[0] += 1
+
+    held: deque[tuple[Trajectory, asyncio.Task[None] | None]] = deque()
+    size = max(1, window if window is not None else max(64, 4 * config.judge.concurrency))
+    try:
+        for t in trajectories:
+            asked = ask(t) if t.outcome == "accepted" else None
+            task = None
+            if asked is not None:
+                request, verdict, document = asked
+                if offline is not None:
+                    verdict["scores"] = offline.verdict(t, document, criteria)
+                    t.meta["judge"] = verdict
+                    counted[0] += 1
+                else:
+                    task = asyncio.ensure_future(one(t, request, verdict))
+            if task is None and not held:
+                yield t
+                continue
+            held.append((t, task))
+            while len(held) >= size or (held and held[0][1] is None):
+                first, pending = held.popleft()
+                if pending is not None:
+                    await pending
+                yield first
+        while held:
+            first, pending = held.popleft()
+            if pending is not None:
+                await pending
+            yield first
+    finally:
+        for _, pending in held:
+            if pending is not None and not pending.done():
+                pending.cancel()
     if waiting:
         raise WavePending(len(waiting))
-    return sum(done)
 
 
-def apply_verdicts(config: Config, trajectories: Sequence[Trajectory]) -> dict[str, Any] | None:
-    """Reject the accepted conversations whose stored verdict is below a threshold; the manifest's `judge` section
-    (None when the judge is off)."""
-    judge = config.judge
-    if not judge.enabled:
-        return None
-    criteria = list(judge.criteria)
-    scores: dict[str, Counter[int]] = {c: Counter() for c in criteria}
-    rejected: Counter[str] = Counter()
-    judges: Counter[str] = Counter()
-    unjudged = 0
-    for t in trajectories:
+class Verdicts:
+    """Applies the stored verdicts one conversation at a time (`apply`) and counts them for the manifest's `judge`
+    section (`section`; None when the judge is off)."""
+
+    def __init__(self, config: Config) -> None:
+        self.judge = config.judge
+        self.criteria = list(self.judge.criteria)
+        self.scores: dict[str, Counter[int]] = {c: Counter() for c in self.criteria}
+        self.rejected: Counter[str] = Counter()
+        self.judges: Counter[str] = Counter()
+        self.unjudged = 0
+
+    def apply(self, t: Trajectory, *, count: bool = True) -> None:
+        """Reject `t` (stage `judge`) when its stored verdict is below a threshold or unreadable."""
+        judge, criteria = self.judge, self.criteria
+        if not judge.enabled:
+            return
         stored = t.meta.get("judge")
         if t.outcome != "accepted" or not isinstance(stored, dict):
-            unjudged += t.outcome == "accepted"
-            continue
-        judges[str(stored.get("judge"))] += 1
+            self.unjudged += int(count and t.outcome == "accepted")
+            return
+        if count:
+            self.judges[str(stored.get("judge"))] += 1
         if "error" in stored:
             t.reject("judge", UNREADABLE, str(stored["error"]), stored.get("raw"))
-            rejected[UNREADABLE] += 1
-            continue
+            if count:
+                self.rejected[UNREADABLE] += 1
+            return
         verdict = stored.get("scores") or {}
         if any(c not in verdict for c in criteria):  # judged on other criteria: judge again with `distill generate`
-            unjudged += 1
-            continue
-        for c in criteria:
-            scores[c][int(verdict[c]["score"])] += 1
+            self.unjudged += int(count)
+            return
+        if count:
+            for c in criteria:
+                self.scores[c][int(verdict[c]["score"])] += 1
         failing = next((c for c in criteria if int(verdict[c]["score"]) < judge.threshold_of(c)), None)
         if failing is not None:
             detail = f"{failing} scored {verdict[failing]['score']} < {judge.threshold_of(failing)}: " \
                      f"{verdict[failing]['reason']}"
             t.reject("judge", f"judge_{failing}", detail, None)
-            rejected[f"judge_{failing}"] += 1
-    section: dict[str, Any] = {
-        "judges": dict(judges.most_common()),
-        "criteria": criteria,
-        "thresholds": {c: judge.threshold_of(c) for c in criteria},
-        "judged": sum(judges.values()),
-        "unjudged": unjudged,
-        "rejected_by_reason": dict(rejected.most_common()),
-        "scores": {c: {str(s): scores[c][s] for s in range(SCORE_MIN, SCORE_MAX + 1)} for c in criteria},
-    }
-    if OFFLINE_JUDGE in judges:
-        section["note"] = OFFLINE_JUDGE_NOTE
-    return section
+            if count:
+                self.rejected[f"judge_{failing}"] += 1
+
+    def section(self) -> dict[str, Any] | None:
+        if not self.judge.enabled:
+            return None
+        criteria = self.criteria
+        section: dict[str, Any] = {
+            "judges": dict(self.judges.most_common()),
+            "criteria": criteria,
+            "thresholds": {c: self.judge.threshold_of(c) for c in criteria},
+            "judged": sum(self.judges.values()),
+            "unjudged": self.unjudged,
+            "rejected_by_reason": dict(self.rejected.most_common()),
+            "scores": {c: {str(s): self.scores[c][s] for s in range(SCORE_MIN, SCORE_MAX + 1)} for c in criteria},
+        }
+        if OFFLINE_JUDGE in self.judges:
+            section["note"] = OFFLINE_JUDGE_NOTE
+        return section
+
+
+def apply_verdicts(config: Config, trajectories: Iterable[Trajectory]) -> dict[str, Any] | None:
+    """Reject the accepted conversations whose stored verdict is below a threshold; the manifest's `judge` section
+    (None when the judge is off)."""
+    verdicts = Verdicts(config)
+    for t in trajectories:
+        verdicts.apply(t)
+    return verdicts.section()

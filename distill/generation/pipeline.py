@@ -12,7 +12,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,10 +27,12 @@ from distill.generation.questions import plan_conversations
 from distill.generation.resume import RunSession
 from distill.generation.rollout import Rollout, run_conversation
 from distill.generation.sources import chunk_documents, load_documents
+from distill.generation.spool import InOrder
 from distill.run_folder import (
     MANIFEST,
     RunFolder,
     default_run_dir,
+    iter_trajectories,
     load_trajectories,
     output_folder,
     read_manifest,
@@ -92,15 +94,15 @@ def _name_skipped(skipped: list[Any], shown: int = 5) -> None:
         log.warning("... and %d more skipped source(s), listed in manifest.json (skipped_sources)", len(skipped) - shown)
 
 
-def _warn_empty_validation(config: Config, trajectories: list[Trajectory], examples: dict[str, int]) -> None:
+def _warn_empty_validation(config: Config, exported: ExportResult) -> None:
     """Warn when validation.jsonl came out empty although export.validation_fraction asks for one."""
+    examples = exported.counts["examples"]
     if config.export.validation_fraction <= 0 or examples["validation"] or not examples["train"]:
         return
-    documents = len({t.doc_id for t in trajectories if t.outcome == "accepted"})
     log.warning(
         "validation.jsonl is empty: the split is by source document and the examples come from %d document(s); "
         "add source documents, or set export.validation_fraction: 0 to say no validation split is wanted",
-        documents,
+        exported.documents,
     )
 
 
@@ -111,21 +113,23 @@ def _bar_tally(tally: dict[str, int]) -> dict[str, int]:
 
 async def _roll_all(
     plans: list[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
-    label: str = "conversations",
-) -> list[Trajectory]:
+    label: str = "conversations", sink: Callable[[Trajectory], None] | None = None,
+) -> int:
+    """Roll out `plans` (the ones not finished before); every finished conversation goes to the run's spool as it
+    finishes, and to `sink` in plan order. Returns how many conversations `plans` have now."""
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
     run.add_plans(plans)  # a top-up's extra plans are on disk before their conversations are
-    results: list[Trajectory | None] = [None] * len(plans)
+    ordered = InOrder([p.id for p in plans], run.spool, sink or (lambda t: None))
     tally = {"accepted": 0, "rejected": 0, "failed": 0}
     waiting = 0  # batch mode: conversations waiting for their wave's batch (distill/generation/waves.py)
     bar = _progress(len(plans), progress, label)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(plans)):
-        done = run.done(plans[i]) or run.waved.get(plans[i].id)  # finished before a resume, or an earlier wave
+        done = run.done(plans[i])  # finished before a resume, or by an earlier wave
         if done is None:
             queue.put_nowait(i)
         else:
-            results[i] = done
+            ordered.done(i, done)
             tally[done.outcome] += 1
     bar.update(len(plans) - queue.qsize())
 
@@ -141,9 +145,8 @@ async def _roll_all(
             except RequestPending:  # batch mode: not failed, not finished; the next wave replays it
                 waiting += 1
                 continue
-            results[i] = trajectory
-            run.waved[trajectory.id] = trajectory  # the next wave (batch mode) does not run it again
-            run.record(trajectory)
+            run.record(trajectory)  # to the spool (the next wave, in batch mode, does not run it again)
+            ordered.done(i, trajectory)
             tally[trajectory.outcome] += 1
             bar.update(1)
             if bar.n % 25 == 0 or bar.n == len(plans) or run.metered:
@@ -157,31 +160,35 @@ async def _roll_all(
     run.check_stopped()
     if waiting:
         raise WavePending(waiting)
-    return [t for t in results if t is not None]
+    return sum(tally.values())
 
 
 async def _roll_and_top_up(
     plans: list[Plan], chunks: list[Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
     pilot: bool = False,
 ) -> Any:
-    """Roll out the plans, then extra conversations for kinds short of the mix (distill/coverage.py)."""
-    from distill.generation.coverage import TopUp, top_up
+    """Roll out the plans, then extra conversations for kinds short of the mix (distill/coverage.py), then judge."""
+    from distill.generation.coverage import MixCount, TopUp, top_up
 
     by_id = {c.id: c for c in chunks}
+    run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
     rounds = 0
+    counted = MixCount(rollout.config, rollout.fmt)
 
-    async def roll(some: list[Plan]) -> list[Trajectory]:  # the first call rolls the plans, later ones top up
+    async def roll(some: list[Plan]) -> int:  # the first call rolls the plans, later ones top up
         nonlocal rounds
         rounds += 1
         label = "conversations" if rounds == 1 else f"top-up {rounds - 1}"
-        return await _roll_all(some, by_id, rollout, progress, run, label)
+        return await _roll_all(some, by_id, rollout, progress, run, label, None if pilot else counted.add)
 
     try:
         if pilot:  # distill estimate: a sample of the plans, no top-up
-            topped = TopUp(plans, await roll(plans), {"extra_conversations": 0, "pilot": len(plans)})
+            await roll(plans)
+            topped = TopUp(plans, {"extra_conversations": 0, "pilot": len(plans)})
         else:
-            topped = await top_up(rollout.config, chunks, plans, await roll(plans), rollout.fmt, roll)
-        await _judge(rollout, topped.trajectories, by_id, run)
+            await roll(plans)
+            topped = await top_up(rollout.config, chunks, plans, counted, roll)
+        await _judge(rollout, topped.plans, by_id, run)
         return topped
     finally:
         await rollout.teacher.aclose()
@@ -195,15 +202,22 @@ async def _draining(run: RunSession, rollout: Rollout, work: Awaitable[T]) -> T:
         return await work
 
 
-async def _judge(rollout: Rollout, trajectories: list[Trajectory], chunks: dict[str, Any], run: RunSession | None) -> None:
-    """The judge stage (distill/generation/judge.py): verdicts stored on the records; export applies the thresholds."""
-    from distill.generation.judge import judge_all
+async def _judge(rollout: Rollout, plans: list[Plan], chunks: dict[str, Any], run: RunSession) -> None:
+    """The judge stage (distill/generation/judge.py): verdicts stored on the records (the spool's latest version);
+    export applies the thresholds."""
+    from distill.generation.judge import judge_stream
 
+    if not rollout.config.judge.enabled:
+        return
+    spool = run.spool
+    documents = {k: c.text for k, c in chunks.items()}
+    judged = [0]
     try:
-        await judge_all(rollout.config, trajectories, {k: c.text for k, c in chunks.items()}, rollout.teacher)
+        async for t in judge_stream(rollout.config, spool.trajectories(p.id for p in plans), documents,
+                                    rollout.teacher, judged=judged):
+            if t.meta.get("judge") is not None or t.outcome == "failed":
+                spool.put(t)
     except RunStopped as exc:  # budget or breaker: the unjudged conversations are judged on resume
-        if run is None:
-            raise
         run.stop(exc)
         run.check_stopped()
 
@@ -268,16 +282,20 @@ def generate(
         return asyncio.run(_draining(run, rollout, _roll_and_top_up(todo, chunks, rollout, progress, run,
                                                                     pilot=bool(pilot))))
 
-    if waves:
-        from distill.generation.waves import run_waves
+    try:
+        if waves:
+            from distill.generation.waves import run_waves
 
-        topped, batch_section = run_waves(config, run, roll, no_wait=no_wait, cancel=cancel_batches)
-    else:
-        topped, batch_section = roll(), None
-    plans, trajectories = topped.plans, topped.trajectories
-    if topped.summary["extra_conversations"]:  # the extra plans continue the numbering
-        write_jsonl(folder.plans, (p.model_dump() for p in plans))
-    sections = run.finish(trajectories)  # trajectories.jsonl in plan order; resume and teacher_usage sections
+            topped, batch_section = run_waves(config, run, roll, no_wait=no_wait, cancel=cancel_batches)
+        else:
+            topped, batch_section = roll(), None
+        plans = topped.plans
+        if topped.summary["extra_conversations"]:  # the extra plans continue the numbering
+            write_jsonl(folder.plans, (p.model_dump() for p in plans))
+        sections = run.finish(plans)  # trajectories.jsonl in plan order; resume and teacher_usage sections
+    except BaseException:
+        run.close()  # the spool, the append handle, the ledger
+        raise
 
     elapsed = time.perf_counter() - started
     extra = {
@@ -296,8 +314,9 @@ def generate(
     if focused is not None:
         extra["focus"] = focused.summary
         pinned = set(focused.summary["validation_documents"])
-    exported = export_run(config, run_dir, trajectories, fmt, extra_manifest=extra, validation_documents=pinned)
-    _warn_empty_validation(config, trajectories, exported.counts["examples"])
+    exported = export_run(config, run_dir, lambda: iter_trajectories(run_dir), fmt, extra_manifest=extra,
+                          validation_documents=pinned)
+    _warn_empty_validation(config, exported)
     return GenerateResult._from(run_dir, exported)
 
 
@@ -326,10 +345,14 @@ def _plan_focus(config: Config, run_dir: Path, chunks: list[Any], plans: list[Pl
 
 def reexport(config: Config, run_dir: Path) -> GenerateResult:
     """Rebuild the dataset files of a run from its trajectories, with zero teacher calls."""
-    trajectories = load_trajectories(run_dir)
-    for t in trajectories:  # export-stage verdicts (and judge thresholds) are recomputed from scratch
-        if t.stage == "export" or (t.stage == "judge" and t.outcome == "rejected"):
-            t.outcome, t.stage, t.reason, t.detail, t.raw = "accepted", None, None, None, None
+    RunFolder(run_dir).require(RunFolder(run_dir).trajectories)
+
+    def trajectories() -> Iterator[Trajectory]:  # read afresh for each pass of the export
+        for t in iter_trajectories(run_dir):  # export-stage verdicts (and judge thresholds) are recomputed
+            if t.stage == "export" or (t.stage == "judge" and t.outcome == "rejected"):
+                t.outcome, t.stage, t.reason, t.detail, t.raw = "accepted", None, None, None, None
+            yield t
+
     extra = {}
     if RunFolder(run_dir).manifest.is_file():
         try:

@@ -14,8 +14,10 @@ ledger still answers every request it holds, so nothing already paid is paid aga
 A teacher that pays for its answers (a `RunTeacher`: it has `use_run`) gets the run folder's ledger (`ledger.sqlite`) and a `Meter`
 (distill/costs.py), and while the rollouts run each finished conversation is appended to `trajectories.jsonl` with
 one `write` (O_APPEND), so an interrupted run never loses a finished conversation and never writes one twice. A
-teacher without a ledger (the offline one) costs nothing: its runs are always recomputed, nothing is appended. At the
-end the file is rewritten in plan order. When the engine stops the run (circuit breaker, budget), the
+teacher without a ledger (the offline one) costs nothing: its runs are always recomputed, nothing is appended. Every
+finished conversation (resumed, or run now) also goes to the run's spool (`trajectories.parts.jsonl`,
+distill/generation/spool.py) and only its offset stays in memory; at the end trajectories.jsonl is rewritten in plan
+order from it, byte for byte the records. When the engine stops the run (circuit breaker, budget), the
 workers stop taking conversations, the requests in flight finish and are stored, and `check_stopped` raises one
 `RunStopped` that says what happened, what is saved and the command that resumes.
 """
@@ -31,6 +33,7 @@ from typing import Any
 
 from distill.config import Config
 from distill.errors import RunFolderError, RunStopped
+from distill.generation.spool import Spool
 from distill.run_folder import (
     RUN_STATE,
     TRAJECTORIES,
@@ -38,6 +41,7 @@ from distill.run_folder import (
     RunFolder,
     read_jsonl,
     write_jsonl,
+    write_lines,
     write_text,
 )
 from distill.teachers.base import PacedTeacher, RunTeacher
@@ -111,7 +115,7 @@ class RunSession:
         self.config, self.run_dir, self.teacher = config, run_dir, teacher
         self.finished: dict[str, Trajectory] = {}
         self._resumed: set[str] = set()  # ids of the conversations taken from an earlier invocation
-        self.waved: dict[str, Trajectory] = {}  # batch mode: finished by an earlier wave of this invocation
+        self._spool: Spool | None = None  # this invocation's finished conversations (distill/generation/spool.py)
         self.recorded = 0
         self.ledger: Ledger | None = None
         self.meter: Meter | None = None
@@ -180,12 +184,23 @@ class RunSession:
         return session
 
     # -- during the rollouts ----------------------------------------------------------------------------------------
+    @property
+    def spool(self) -> Spool:
+        """Where this invocation keeps its finished conversations (on disk, in the run folder)."""
+        if self._spool is None:
+            self._spool = Spool(RunFolder(self.run_dir).parts if self.run_dir is not None else None)
+        return self._spool
+
     def done(self, plan: Plan) -> Trajectory | None:
-        """The conversation an earlier invocation finished for this very plan, if any."""
+        """The conversation finished for this very plan: by an earlier wave of this invocation (batch mode), or by an
+        earlier invocation (then it moves to the spool), if any."""
+        if plan.id in self.spool:
+            return self.spool.get(plan.id)
         finished = self.finished.get(plan.id)
         if finished is None or self._planned_before.get(plan.id) != plan:
             return None
         self._resumed.add(plan.id)
+        self.spool.put(self.finished.pop(plan.id))
         return finished
 
     @property
@@ -206,6 +221,7 @@ class RunSession:
     def record(self, trajectory: Trajectory) -> None:
         """Append a finished conversation (one write: a kill leaves the file whole, or short of its last line)."""
         self.recorded += 1
+        self.spool.put(trajectory)
         if self._appender is not None:
             self._appender.append(trajectory.model_dump_json())
 
@@ -242,13 +258,14 @@ class RunSession:
         raise RunStopped(exc.reason, message, hint=hint) from None
 
     # -- at the end ---------------------------------------------------------------------------------------------------
-    def finish(self, trajectories: Sequence[Trajectory]) -> dict[str, Any]:
-        """Rewrite trajectories.jsonl in plan order (atomically), close; returns the manifest's sections."""
+    def finish(self, plans: Sequence[Plan]) -> dict[str, Any]:
+        """Rewrite trajectories.jsonl in plan order (atomically) from the spool, close; returns the manifest's
+        sections."""
         if self._appender is not None:
             self._appender.close()
             self._appender = None
         if self.run_dir is not None:
-            write_jsonl(RunFolder(self.run_dir).trajectories, trajectories)
+            write_lines(RunFolder(self.run_dir).trajectories, self.spool.lines(p.id for p in plans))
         sections = self.manifest()
         self.close()
         return sections
@@ -276,7 +293,10 @@ class RunSession:
         return out
 
     def close(self) -> None:
-        """Release the append handle and the ledger."""
+        """Release the append handle, the spool and the ledger."""
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
         if self._appender is not None:
             self._appender.close()
             self._appender = None
