@@ -159,7 +159,7 @@ Source = Sequence[Trajectory] | Callable[[], Iterable[Trajectory]]
 
 
 def _reader(trajectories: Source) -> Callable[[], Iterable[Trajectory]]:
-    return trajectories if callable(trajectories) else (lambda: trajectories)  # type: ignore[return-value]
+    return trajectories if callable(trajectories) else (lambda: trajectories)
 
 
 def export_run(

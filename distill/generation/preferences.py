@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,7 @@ def _tokens(line: dict[str, Any], model: str) -> int:
 
 
 def build_preferences(
-    accepted: Sequence[Trajectory], fmt: Format, validation_docs: set[str], *, model: str, limit: int
+    accepted: Iterable[Trajectory], fmt: Format, validation_docs: set[str], *, model: str, limit: int
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """The lines of each split (keys of PREFERENCE_FILES) and the manifest's `preferences` section."""
     skipped: Counter[str] = Counter()
