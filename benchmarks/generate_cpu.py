@@ -13,7 +13,6 @@ every stage, the ledger. With --profile the same run also goes in-process under 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing
 import os
@@ -23,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from teacher_throughput import _ANSWER, _free_port, _get, serve
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,56 +55,11 @@ def _answer(body: dict) -> str:
     return _action("Vector Search Tool", last[-80:].replace("\n", " "))
 
 
-def serve(port: int, latency: float, ready, counter) -> None:
-    """A minimal OpenAI-compatible endpoint on 127.0.0.1 (HTTP/1.1 keep-alive)."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                length = 0
-                while True:
-                    header = await reader.readline()
-                    if header in (b"\r\n", b"\n", b""):
-                        break
-                    name, _, value = header.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                body = json.loads(await reader.readexactly(length)) if length else {}
-                await asyncio.sleep(latency)
-                counter.value += 1
-                answer = {
-                    "id": f"chatcmpl-{counter.value}", "object": "chat.completion", "created": 0,
-                    "model": "gpt-4o-2024-08-06",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": _answer(body)},
-                                 "finish_reason": "stop", "logprobs": None}],
-                    "usage": {"prompt_tokens": 750, "completion_tokens": 30, "total_tokens": 780},
-                }
-                payload = json.dumps(answer).encode()
-                head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n"
-                writer.write(head.encode() + payload)
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        writer.close()
-
-    async def main() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=2048)
-        ready.set()
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _reply(raw: bytes) -> bytes:
+    """The endpoint's answer (teacher_throughput.serve's `answer`): a chat completion carrying `_answer`."""
+    reply = json.loads(json.dumps(_ANSWER))
+    reply["choices"][0]["message"]["content"] = _answer(json.loads(raw))
+    return json.dumps(reply).encode()
 
 
 def _config_yaml(work: Path, port: int, conversations: int, concurrency: int) -> Path:
@@ -131,8 +87,8 @@ def main() -> None:
     args = parser.parse_args()
 
     ctx = multiprocessing.get_context("spawn")
-    port, ready, counter = _free_port(), ctx.Event(), ctx.Value("q", 0, lock=False)
-    proc = ctx.Process(target=serve, args=(port, args.latency, ready, counter), daemon=True)
+    port, ready = _free_port(), ctx.Event()
+    proc = ctx.Process(target=serve, args=(port, args.latency, None, False, ready, _reply), daemon=True)
     proc.start()
     ready.wait(30)
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench-not-a-key", "PYTHONPATH": str(REPO)}
@@ -145,7 +101,7 @@ def main() -> None:
                                  env=env, stdout=subprocess.DEVNULL)
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
-        requests = counter.value
+        requests = _get(port, "/stats")["ok"]
         cpu = usage.ru_utime + usage.ru_stime
         manifest = json.loads((work / "run" / "manifest.json").read_text()) if (work / "run").exists() else {}
         load = os.getloadavg()
