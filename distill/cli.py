@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from distill.errors import DistillError, RunStopped
+from distill.cli_generate import _add_generate, _add_merge
+from distill.errors import DistillError
 
 __all__ = ["build_parser", "main"]
 
@@ -33,64 +34,6 @@ def _at_least(low: float, kind: type) -> Callable[[str], Any]:
         return value
 
     return number
-
-
-def _cmd_generate(args: argparse.Namespace) -> int:
-    from distill.config import load_config
-    from distill.generation.pipeline import generate
-    from distill.generation.summary import nothing_exported
-
-    config = load_config(args.config)
-    try:
-        result = generate(
-            config, args.out, progress=not args.no_progress, fresh=args.fresh, from_ledger=args.from_ledger,
-            focus=args.focus, focus_budget=args.focus_budget,
-            batch=args.batch, no_wait=args.no_wait, cancel_batches=args.cancel_batches,
-        )
-    except KeyboardInterrupt:
-        out = f" --out {args.out}" if args.out else ""
-        print(f"\ninterrupted; finished conversations and paid answers are kept: `distill generate {args.config}{out}`"
-              " resumes", file=sys.stderr)
-        return 130
-    except RunStopped as exc:
-        from distill.generation.waves import BATCHES_PENDING_EXIT, BatchesPending
-
-        if isinstance(exc, BatchesPending):  # batch mode: batches in flight are not a failure (exit 75: rerun later)
-            print(f"{exc.message}; {exc.hint}", file=sys.stderr)
-            return BATCHES_PENDING_EXIT
-        if exc.reason != "interrupted":  # a first Ctrl-C that drained the requests in flight (generation/interrupt.py)
-            raise
-        print(f"distill: {exc.message}\nhint: {exc.hint}", file=sys.stderr)
-        return 130
-    c, e = result.conversations, result.examples
-    print(f"{c['accepted']}/{c['requested']} conversations accepted ({c['rejected']} rejected, {c['failed']} failed): "
-          f"{e['train']} train + {e['validation']} validation examples in {result.run_dir}/ "
-          f"(train.jsonl, validation.jsonl, rejected.jsonl, manifest.json)")
-    empty = nothing_exported(result)
-    if empty:
-        print(f"distill: error: {empty}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _add_generate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="run the whole pipeline for a config and write the run folder")
-    p.add_argument("config", help="the YAML config")
-    p.add_argument("--out", help="run folder (default: outputs/<name>/)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--fresh", action="store_true", help="run every conversation again (the ledger still answers)")
-    p.add_argument(
-        "--from-ledger", action="store_true", help="rebuild the run from its ledger only: zero teacher calls"
-    )
-    p.add_argument("--focus", metavar="EVAL_REPORT",
-                   help="add conversations aimed at what the student failed in this eval report of the run")
-    p.add_argument("--focus-budget", type=int, metavar="N",
-                   help="at most N focused conversations (default: twice the failures, at least 10)")
-    p.add_argument("--batch", action="store_true", help="teacher.mode: batch: the Batch API in waves, half price")
-    p.add_argument("--no-wait", action="store_true", help="batch mode: submit the next wave and exit (rerun to advance)")
-    p.add_argument("--cancel-batches", action="store_true",
-                   help="batch mode: cancel the run's batches in flight (their answers are kept) and exit")
-    p.set_defaults(handler=_cmd_generate)
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
@@ -349,8 +292,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 _COMMANDS = [
-    _add_generate, _add_validate, _add_export, _add_eval, _add_chat, _add_publish, _add_finetune, _add_report,
-    _add_estimate, _add_train,
+    _add_generate, _add_merge, _add_validate, _add_export, _add_eval, _add_chat, _add_publish, _add_finetune,
+    _add_report, _add_estimate, _add_train,
 ]
 
 

@@ -4,9 +4,10 @@ manifest and the config it records.
 A run folder (`outputs/<name>/` by default) holds `index/` (the BM25 files and `chunks.jsonl`), `plans.jsonl`,
 `run.json` (the resume fingerprint), `trajectories.jsonl`, `ledger.sqlite` (every paid answer), the dataset files
 `train.jsonl` / `validation.jsonl` / `rejected.jsonl`, `manifest.json`, and what later commands add: `report.html` /
-`report.json`, `eval/`, `finetune.json`. Every module names these files through `RunFolder` and writes them with
-`write_text` / `write_jsonl`: a temp file in the same folder, fsync, replace. On any error (a full disk included) the
-temp file is removed and the old file stays as it was; the error is a `RunFolderError` naming the file and the fix.
+`report.json`, `eval/`, `finetune.json`; a shard (`distill generate --shard I/N`) adds `shard.json`, a merge of shards
+`merged.json`, a Ray run the shard folders under `shards/`. Every module names these files through `RunFolder` and
+writes them with `write_text` / `write_jsonl` (distill/atomic_files.py: a temp file in the same folder, fsync,
+replace; on any error the old file stays as it was and the error is a `RunFolderError` naming the file and the fix).
 
 `read_jsonl` reads a JSONL file line by line; a last line cut short (a kill -9 in the middle of a write) is left out
 and reported with its file and line, as `generate` does when it resumes; a bad line anywhere else is an error naming
@@ -16,17 +17,23 @@ says it no longer validates and how to fix that.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from distill.atomic_files import (  # re-exported: the run folder is written through them
+    Appender,
+    output_folder,
+    write_json,
+    write_jsonl,
+    write_lines,
+    write_text,
+)
 from distill.errors import RunFolderError
 
 if TYPE_CHECKING:
@@ -34,8 +41,9 @@ if TYPE_CHECKING:
     from distill.trajectory import Trajectory
 
 __all__ = [
-    "CHUNKS", "EVAL", "EXPORT_SPOOL", "FINETUNE", "INDEX", "LEDGER", "MANIFEST", "PARTS", "PLANS", "REJECTED",
-    "REPORT_HTML", "REPORT_JSON", "RUN_STATE", "SPLITS", "TRAIN", "TRAJECTORIES", "VALIDATION", "Appender",
+    "CHUNKS", "EVAL", "EXPORT_SPOOL", "FINETUNE", "INDEX", "LEDGER", "MANIFEST", "MERGED", "PARTS", "PLANS",
+    "REJECTED", "REPORT_HTML", "REPORT_JSON", "RUN_STATE", "SHARD", "SHARDS", "SPLITS", "TRAIN", "TRAJECTORIES",
+    "VALIDATION", "Appender",
     "Manifest", "RunFolder", "config_of", "default_run_dir", "iter_jsonl", "iter_trajectories", "load_trajectories",
     "output_folder", "read_jsonl", "read_manifest", "write_json", "write_jsonl", "write_lines", "write_text",
 ]
@@ -58,9 +66,9 @@ EVAL = "eval"  # a folder: report.json, report.md, transcripts/, failures/
 FINETUNE = "finetune.json"
 PARTS = "trajectories.parts.jsonl"  # while a run runs: conversations as they finish (removed at the end)
 EXPORT_SPOOL = "export.spool"  # while export runs: its rendered lines between its two passes (removed at the end)
+SHARD, MERGED, SHARDS = "shard.json", "merged.json", "shards"  # a finished shard; a merge of shards; Ray's shard folders
 SPLITS = ("train", "validation")
 GENERATE_FIRST = "run `distill generate CONFIG` first"
-_BUFFER = 1 << 20
 T = TypeVar("T")
 
 
@@ -106,6 +114,12 @@ class RunFolder:
     def parts(self) -> Path: return self.root / PARTS
     @property
     def export_spool(self) -> Path: return self.root / EXPORT_SPOOL
+    @property
+    def shard(self) -> Path: return self.root / SHARD
+    @property
+    def merged(self) -> Path: return self.root / MERGED
+    @property
+    def shards(self) -> Path: return self.root / SHARDS
     def split(self, name: str) -> Path:
         """`train.jsonl`, `validation.jsonl` or `rejected.jsonl`."""
         return self.root / f"{name}.jsonl"
@@ -124,140 +138,6 @@ class RunFolder:
 def default_run_dir(config: Config) -> Path:
     """outputs/<name>/ under the current directory."""
     return Path("outputs") / config.name
-
-
-# -- writing ----------------------------------------------------------------------------------------------------------
-
-
-def _cannot(path: Path, exc: OSError, what: str = "write") -> RunFolderError:
-    reason = exc.strerror or str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        hint = "free some space (or choose another output folder) and rerun; the files already there are unchanged"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        hint = "make the folder writable, or choose another output folder (--out)"
-    else:
-        hint = "check the output folder and rerun"
-    return RunFolderError(f"cannot {what} {path}: {reason}", hint=hint)
-
-
-def output_folder(path: str | os.PathLike[str], *, option: str = "--out") -> Path:
-    """Create `path` (and its parents) as an output folder and check that a file can be written in it; a path that
-    names a file, or a folder that cannot be written, is a RunFolderError that says so."""
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise RunFolderError(f"{option} {folder} is a file, not a folder", hint=f"give {option} a folder path")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):  # a parent is a file
-        raise RunFolderError(f"{option} {folder}: a parent of it is a file", hint=f"give {option} a folder path") from None
-    except OSError as exc:
-        raise _cannot(folder, exc, "create") from None
-    probe = folder / f".distill-probe-{os.getpid()}.tmp"
-    try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-    except OSError as exc:
-        raise _cannot(folder, exc, "write in") from None
-    finally:
-        _remove(probe)
-    return folder
-
-
-def _remove(path: Path) -> None:
-    Path(path).unlink(missing_ok=True)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _atomic(path: Path, chunks: Iterable[bytes]) -> None:
-    """Write `chunks` to a temp file next to `path`, fsync, replace; on any error remove the temp file."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except OSError as exc:
-        raise _cannot(path, exc) from None
-    try:
-        try:
-            for chunk in chunks:
-                _write_all(fd, chunk)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        _remove(tmp)
-        raise _cannot(path, exc) from None
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write `text` (UTF-8) to `path` atomically (see the module doc)."""
-    _atomic(path, [text.encode("utf-8")])
-
-
-def write_lines(path: Path, lines: Iterable[bytes]) -> None:
-    """Write encoded lines (each with its newline) or blocks of them to `path` atomically."""
-    _atomic(path, lines)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write `data` as indented JSON (UTF-8, no ASCII escaping) atomically."""
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
-    """Write rows (dicts, or pydantic models) as JSON lines atomically; returns the number written."""
-    count = 0
-
-    def chunks() -> Iterable[bytes]:
-        nonlocal count
-        buffer: list[str] = []
-        size = 0
-        for row in rows:
-            line = (row.model_dump_json() if isinstance(row, BaseModel) else json.dumps(row, ensure_ascii=False)) + "\n"
-            buffer.append(line)
-            size += len(line)
-            count += 1
-            if size >= _BUFFER:
-                yield "".join(buffer).encode("utf-8")
-                buffer, size = [], 0
-        yield "".join(buffer).encode("utf-8")
-
-    _atomic(path, chunks())
-    return count
-
-
-class Appender:
-    """Append whole lines to a file, one `write` each (O_APPEND): a kill leaves the file whole or short of its last
-    line, never with a line written twice."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        try:
-            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError as exc:
-            raise _cannot(self.path, exc) from None
-
-    def append(self, line: str) -> None:
-        """Append `line` (a newline is added)."""
-        if self._fd is None:
-            raise ValueError(f"{self.path}: the appender is closed")
-        try:
-            os.write(self._fd, (line + "\n").encode("utf-8"))
-        except OSError as exc:
-            raise _cannot(self.path, exc) from None
-
-    def close(self) -> None:
-        """Release the file."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 # -- reading ----------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "distill"
 FLOORS: list[tuple[str, ...]] = [
     ("errors", "trajectory", "templates", "tokens", "redact", "schema", "registry", "tool_config", "pool_config",
      "tool_sources",
-     "judge_config", "config", "endpoint", "run_folder"),
+     "judge_config", "config", "endpoint", "atomic_files", "run_folder"),
     ("formats",),
     ("teachers",),
     ("agent",),
@@ -26,7 +26,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("publishing", "finetuning", "training"),
     ("evaluation",),
     ("reporting",),
-    ("cli", "__init__"),
+    ("cli_generate", "cli", "__init__"),
 ]
 MAX_LINES = 400
 

@@ -154,3 +154,19 @@ def test_budget_without_a_price_is_a_config_error(make_config) -> None:
     priced = make_config(teacher={"provider": "openai", "model": "my-local-llama",
                                   "price": {"input": 1, "output": 2}}, generation={"conversations": 4, "max_cost_usd": 5})
     assert Meter.for_config(priced).price == Price(1.0, 1.0, 2.0)
+
+
+def test_absorb_unites_ledgers_by_request_key(tmp_path: Path) -> None:
+    def rows(ledger: Ledger) -> list[tuple]:
+        return sorted((e.key, e.ok, e.response, e.reason, e.created_at) for e in ledger.entries())
+
+    with Ledger.open(tmp_path / "a.sqlite") as a, Ledger.open(tmp_path / "b.sqlite") as b:
+        a.record("k1", ok=True, stage="rollout", model="m", request=b"{}", response='{"a": 1}', cost_usd=0.5)
+        b.record("k1", ok=True, stage="rollout", model="m", request=b"{}", response='{"a": 1}', cost_usd=0.5)
+        b.record("k2", ok=True, stage="rollout", model="m", request=b"{}", response='{"b": 2}', cost_usd=0.25)
+        b.record("k3", ok=False, stage="rollout", model="m", request=b"{}", response=None, reason="timeout")
+        expected = sorted({r[:4] for r in rows(a) + rows(b)})
+        assert a.absorb(tmp_path / "b.sqlite") == 2  # k1 is answered here already: one answer per request
+        assert a.absorb(tmp_path / "b.sqlite") == 0  # absorbing again adds nothing
+        assert sorted({r[:4] for r in rows(a)}) == expected and a.count() == 3
+        assert a.lookup("k2").response == '{"b": 2}' and a.total_usd() == 0.75

@@ -222,6 +222,40 @@ async def _judge(rollout: Rollout, plans: list[Plan], chunks: dict[str, Any], ru
         run.check_stopped()
 
 
+@dataclass
+class Prepared:
+    """What every invocation builds before the rollouts: the run folder, the sources, chunks, index and plans."""
+
+    run_dir: Path
+    folder: RunFolder
+    documents: list[Any]
+    skipped: list[Any]
+    chunks: list[Any]
+    index: ChunkIndex
+    plans: list[Plan]
+
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.chunks]
+
+
+def prepare(config: Config, out: str | Path | None, progress: bool) -> Prepared:
+    """The run folder (created), the sources read and chunked, the BM25 index (saved in it) and the config's plans."""
+    run_dir = output_folder(out if out is not None else default_run_dir(config))
+    folder = RunFolder(run_dir)
+    _stage(progress, "reading the sources ...")
+    documents, skipped = load_documents(config)
+    chunks = chunk_documents(documents, config.chunking)
+    if not chunks:
+        named = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:5]) or "no files found"
+        raise DistillError(f"no usable text in the sources: {named}", hint="check sources: in the config")
+    _name_skipped(skipped)
+    _stage(progress, f"{len(documents):,} document(s), {len(chunks):,} chunks; building the search index ...")
+    index = ChunkIndex.build(chunks)
+    index.save(folder.index)
+    return Prepared(run_dir, folder, documents, skipped, chunks, index, plan_conversations(config, chunks))
+
+
 def generate(
     config: Config,
     out: str | Path | None = None,
@@ -247,35 +281,24 @@ def generate(
     submits a wave and raises `BatchesPending`; `cancel_batches` cancels the batches in flight.
     """
     started = time.perf_counter()
-    run_dir = output_folder(out if out is not None else default_run_dir(config))
-    folder = RunFolder(run_dir)
-
-    _stage(progress, "reading the sources ...")
-    documents, skipped = load_documents(config)
-    chunks = chunk_documents(documents, config.chunking)
-    if not chunks:
-        named = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:5]) or "no files found"
-        raise DistillError(f"no usable text in the sources: {named}", hint="check sources: in the config")
-    _name_skipped(skipped)
-    _stage(progress, f"{len(documents):,} document(s), {len(chunks):,} chunks; building the search index ...")
-    index = ChunkIndex.build(chunks)
-    index.save(folder.index)
-
-    plans = plan_conversations(config, chunks)
+    prepared = prepare(config, out, progress)
+    run_dir, folder, documents, skipped, chunks = (prepared.run_dir, prepared.folder, prepared.documents,
+                                                   prepared.skipped, prepared.chunks)
+    plans = prepared.plans
     focused = None
     if focus is not None:  # the run's earlier extra plans (top-ups, focus rounds) stay; the new round comes after
         plans += _earlier_extra_plans(folder, plans)
         focused = _plan_focus(config, run_dir, chunks, plans, focus, focus_budget)
         plans += focused.plans
     fmt = get_format(config)
-    texts = [c.text for c in chunks]
+    texts = prepared.texts
     waves = (batch or no_wait or cancel_batches or config.teacher.mode == "batch") and not from_ledger
     if waves:
         from distill.generation.waves import batch_teacher
 
         config, teacher = batch_teacher(config, teacher)
     run = RunSession.open(config, run_dir, plans, texts, teacher=teacher, fresh=fresh, from_ledger=from_ledger)
-    rollout = Rollout(config=config, teacher=run.teacher, fmt=fmt, tools=ToolBox(config, index))
+    rollout = Rollout(config=config, teacher=run.teacher, fmt=fmt, tools=ToolBox(config, prepared.index))
     todo = plans[:pilot] if pilot else plans
 
     def roll() -> Any:

@@ -123,6 +123,7 @@ class RunSession:
         self.plans: list[Plan] = []
         self._planned_before: dict[str, Plan] = {}  # plans.jsonl as the previous invocation left it
         self._appender: Appender | None = None
+        self.fingerprint: str | None = None  # of the run (set by `open`)
 
     @classmethod
     def ephemeral(cls, config: Config, teacher: Any) -> RunSession:
@@ -155,9 +156,11 @@ class RunSession:
             teacher = make_teacher(config)
         session = cls(config, run_dir, teacher)
         paid = isinstance(teacher, RunTeacher)
-        fresh = fresh or not paid  # a teacher without a ledger (offline) costs nothing: never stale, recompute
-        print_ = fingerprint(config, plans, chunk_texts)
         folder = RunFolder(run_dir)
+        # a teacher without a ledger (offline) costs nothing: never stale, recompute; a merge of shards is resumed
+        # (its conversations came from elsewhere: generation/shards.py)
+        fresh = fresh or not (paid or folder.merged.is_file())
+        print_ = session.fingerprint = fingerprint(config, plans, chunk_texts)
         state_path, path = folder.run_state, folder.trajectories
         same = False
         if state_path.is_file() and not (fresh or from_ledger):

@@ -202,6 +202,30 @@ class Ledger:
             for r in rows
         }
 
+    def absorb(self, other: str | Path) -> int:
+        """Unite another run folder's ledger into this one by request key (`distill merge`); returns the rows added.
+
+        An answer whose key this ledger already answers is left out (one answer per request); a failed row is added
+        unless the same failure (key, time, reason) is here already. Rows keep their times, usage and bodies."""
+        cols = _COLUMNS.removeprefix("id, ")
+        before = self.count()
+        self._db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                f"INSERT INTO responses ({cols}) SELECT {cols} FROM other.responses AS o WHERE (o.ok = 1 AND NOT "
+                "EXISTS (SELECT 1 FROM main.responses AS m WHERE m.key = o.key AND m.ok = 1)) OR (o.ok = 0 AND NOT "
+                "EXISTS (SELECT 1 FROM main.responses AS m WHERE m.key = o.key AND m.ok = 0 AND m.created_at = "
+                "o.created_at AND m.reason IS o.reason)) ORDER BY o.id"
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        finally:
+            self._db.execute("DETACH DATABASE other")
+        return self.count() - before
+
     def close(self) -> None:
         """Close the database."""
         self._db.close()
