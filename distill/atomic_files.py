@@ -1,12 +1,14 @@
 """Atomic file writes for the run folder and other outputs: a temp file in the same folder, fsync, replace; on any
 error (a full disk included) the temp file is removed, the old file stays as it was, and the error is a
 `RunFolderError` naming the file and the fix. `Appender` appends whole lines (O_APPEND); `output_folder` creates and
-probes an output folder. distill/run_folder.py re-exports these and names the files they write.
+probes an output folder; `sha256_of` digests a file. distill/run_folder.py re-exports the writers and names the files
+they write.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -17,7 +19,7 @@ from pydantic import BaseModel
 
 from distill.errors import RunFolderError
 
-__all__ = ["Appender", "output_folder", "write_json", "write_jsonl", "write_lines", "write_text"]
+__all__ = ["Appender", "output_folder", "sha256_of", "write_json", "write_jsonl", "write_lines", "write_text"]
 
 _BUFFER = 1 << 20
 
@@ -147,3 +149,12 @@ class Appender:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -26,17 +26,22 @@ def _shard_arg(text: str) -> object:
         raise argparse.ArgumentTypeError(exc.message) from None
 
 
+def _refuse_single_run_flags(args: argparse.Namespace, mode: str, hint: str, *, fresh: bool = False) -> None:
+    """A DistillError when flags that only a whole run on this machine takes are given with `mode`."""
+    given = [flag for flag, on in (("--focus", args.focus), ("--batch", args.batch), ("--no-wait", args.no_wait),
+                                   ("--cancel-batches", args.cancel_batches), ("--from-ledger", args.from_ledger),
+                                   ("--fresh", fresh and args.fresh)) if on]
+    if given:
+        raise DistillError(f"{mode} cannot be combined with {', '.join(given)}", hint=hint)
+
+
 def _cmd_shard(args: argparse.Namespace) -> int:
     from distill.config import load_config
-    from distill.generation.shards import ShardError, generate_shard
+    from distill.generation.shards import generate_shard
     from distill.run_folder import RunFolder, default_run_dir
 
-    alone = [flag for flag, on in (("--focus", args.focus), ("--batch", args.batch), ("--no-wait", args.no_wait),
-                                   ("--cancel-batches", args.cancel_batches), ("--from-ledger", args.from_ledger))
-             if on]
-    if alone:
-        raise ShardError(f"--shard cannot be combined with {', '.join(alone)}",
-                         hint="run the shards, merge them, then give that flag to `distill generate CONFIG --out RUN`")
+    _refuse_single_run_flags(args, "--shard", "run the shards, merge them, then give that flag to `distill generate "
+                             "CONFIG --out RUN`")
     config = load_config(args.config)
     shard = args.shard
     out = args.out or RunFolder(default_run_dir(config)).shards / f"{shard.index}-of-{shard.count}"
@@ -51,12 +56,8 @@ def _cmd_shard(args: argparse.Namespace) -> int:
 def _on_ray(args: argparse.Namespace, config: Config) -> GenerateResult:
     from distill.generation.ray_executor import generate_on_ray
 
-    alone = [flag for flag, on in (("--focus", args.focus), ("--batch", args.batch), ("--no-wait", args.no_wait),
-                                   ("--cancel-batches", args.cancel_batches), ("--from-ledger", args.from_ledger),
-                                   ("--fresh", args.fresh)) if on]
-    if alone:
-        raise DistillError(f"--executor ray cannot be combined with {', '.join(alone)}",
-                           hint="give that flag to `distill generate CONFIG --out RUN` after the Ray run")
+    _refuse_single_run_flags(args, "--executor ray", "give that flag to `distill generate CONFIG --out RUN` after the "
+                             "Ray run", fresh=True)
     return generate_on_ray(config, args.out, address=args.address, shards=args.shards, progress=not args.no_progress)
 
 

@@ -9,7 +9,6 @@ only. Service failures become `FinetuneError`s that carry the service's own mess
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import signal
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from distill.atomic_files import sha256_of  # re-exported: finetune.py checks the uploaded file with it
 from distill.endpoint import OPENAI_URL, resolve_endpoint
 from distill.errors import FinetuneError
 from distill.run_folder import FINETUNE, write_json
@@ -85,15 +85,6 @@ def public_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = host + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
-def sha256_of(path: Path) -> str:
-    """The SHA-256 of a file (hex), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def make_client(base_url: str | None, max_retries: int, timeout_s: float) -> Any:

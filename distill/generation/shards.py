@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill.atomic_files import sha256_of
 from distill.config import Config
 from distill.errors import DistillError
 from distill.run_folder import RunFolder, output_folder, read_jsonl, write_json, write_lines
@@ -213,17 +214,10 @@ def _check(found: list[_Found]) -> int:
 
 def _same_file(found: list[_Found], name: str) -> Path:
     """The path of file `name` in the first shard, after checking the others hold the same bytes."""
-    def digest(path: Path) -> str:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
-
     paths = [getattr(f.folder, name) for f in found]
-    want = digest(paths[0])
+    want = sha256_of(paths[0])
     for path in paths[1:]:
-        if digest(path) != want:
+        if sha256_of(path) != want:
             raise ShardError(f"{path} differs from {paths[0]}: the shards did not plan the same run",
                              hint="rerun the shards with the same config and sources")
     return Path(paths[0])
