@@ -6,7 +6,8 @@ and a later run that adds conversations never changes an earlier verdict):
 1. `duplicate_question`: the conversation's user messages, normalized (Unicode NFKC, case-folded, punctuation
    dropped, whitespace collapsed), equal those of a kept conversation.
 2. `duplicate_near_question`: the character-shingle Jaccard similarity of the normalized questions reaches
-   `export.dedup.near_threshold`. Candidates come from MinHash LSH (`datasketch`); each candidate is then verified
+   `export.dedup.near_threshold`. Candidates come from MinHash LSH (`datasketch`'s MinHash and banding, in the
+   smaller table of distill/generation/bands.py); each candidate is then verified
    by the exact Jaccard similarity of the two shingle sets, so no pair below the threshold is ever dropped.
 3. `duplicate_trajectory`: the same tool calls with the same inputs (case and whitespace ignored), turn by turn, as a
    kept conversation. Conversations that call no tool are left to the question checks.
@@ -105,9 +106,11 @@ class DedupIndex:
         self.near = settings.near_threshold
         self.lsh: Any = None
         if self.enabled and self.near is not None:
-            from datasketch import MinHash, MinHashLSH
+            from datasketch import MinHash
 
-            self.lsh = MinHashLSH(threshold=self.near, num_perm=settings.num_perm)
+            from distill.generation.bands import Bands
+
+            self.lsh = Bands(self.near, settings.num_perm)  # datasketch's banding, a smaller table
             self.template = MinHash(num_perm=settings.num_perm, seed=_MINHASH_SEED)
         self.by_question: dict[str, int] = {}  # normalized question -> kept number
         self.kept: list[str] = []  # kept number -> conversation id
@@ -134,7 +137,7 @@ class DedupIndex:
             grams = shingles(key, size)
             signature = _minhash(grams, self.template)
             best_id, best = None, 0.0
-            for other in sorted(self.lsh.query(signature)):  # kept numbers, in order: ties, the earliest wins
+            for other in sorted(self.lsh.query(signature.hashvalues)):  # kept numbers, in order: ties, the earliest wins
                 similarity = _jaccard(grams, shingles(self.questions[other], size))
                 if similarity >= self.near and similarity > best:
                     best_id, best = other, similarity
@@ -150,7 +153,7 @@ class DedupIndex:
         if calls is not None:
             self.by_calls[calls] = number
         if signature is not None:
-            self.lsh.insert(number, signature)
+            self.lsh.insert(number, signature.hashvalues)
         return None
 
 
