@@ -175,7 +175,7 @@ class MixCount:
         self.config, self.fmt = config, fmt
         self.model = config.export.model
         self.limit = config.export.max_example_tokens or example_limit(self.model)
-        self.dedup = DedupIndex(config.export.dedup)
+        self.dedup = DedupIndex(config.export.dedup, keep_found=False)
         self.requested: Counter[str] = Counter()
         self.got: Counter[str] = Counter()
         self.off: Counter[str] = Counter()

@@ -100,8 +100,9 @@ class DedupIndex:
     needs: the normalized question of each kept conversation (for exact matches, and the exact Jaccard check of an
     LSH candidate), the kept tool-call keys and the MinHash LSH bands; never the conversations or shingle sets."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, keep_found: bool = True) -> None:
         self.settings = settings
+        self.keep_found = keep_found  # False: only verdicts (the mix count), no list of what was found
         self.enabled = bool(settings.enabled)
         self.near = settings.near_threshold
         self.lsh: Any = None
@@ -123,7 +124,7 @@ class DedupIndex:
         if not self.enabled:
             return None
         dup = self._find(t)
-        if dup is not None:
+        if dup is not None and self.keep_found:
             self.found.append(dup)
         return dup
 
