@@ -98,8 +98,22 @@ def write_lines(path: Path, lines: Iterable[bytes]) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write `data` as indented JSON (UTF-8, no ASCII escaping) atomically."""
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    """Write `data` as indented JSON (UTF-8, no ASCII escaping) atomically, encoded in blocks as it is written
+    (the text of a large manifest is never built whole: json's indented encoder is pure Python, a string a token)."""
+
+    def blocks() -> Iterable[bytes]:
+        block: list[str] = []
+        size = 0
+        for piece in json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(data):
+            block.append(piece)
+            size += len(piece)
+            if size >= 1 << 16:
+                yield "".join(block).encode("utf-8")
+                block, size = [], 0
+        block.append("\n")
+        yield "".join(block).encode("utf-8")
+
+    _atomic(path, blocks())
 
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> int:

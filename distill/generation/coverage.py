@@ -210,14 +210,14 @@ def plan_extra(
     plans: Sequence[Plan],
     wanted: dict[str, int],
     accepted_tools: Counter[str] | None = None,
-) -> list[Plan]:
+) -> PlanList:
     """Extra plans, `wanted[kind]` of each kind, numbered after `plans`; deterministic for the same inputs.
 
     Chunks are taken least-used first (spreading coverage over documents); tool-using kinds get the eligible tool
     with the fewest accepted plus newly planned conversations.
     """
     if not chunks or not any(wanted.values()):
-        return []
+        return PlanList()
     start = max(plan_column(plans, "index"), default=-1) + 1
     rng = random.Random(f"distill-top-up:{config.generation.seed}:{start}")
     kinds = [k for k in KINDS for _ in range(wanted.get(k, 0))]
@@ -228,7 +228,7 @@ def plan_extra(
     usage = Counter(plan_column(plans, "chunk_id"))
     tool_load = Counter(accepted_tools or {})
     tools = _eligible_tools(config)
-    out: list[Plan] = []
+    out = PlanList()
     for offset, kind in enumerate(kinds):
         chunk = min(chunks, key=lambda c: (usage[c.id], rank[c.id]))
         usage[chunk.id] += 1
