@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from distill.errors import DistillError
 from distill.formats.langchain_actions import ToolSpec, check_action
 from distill.tokens import count_example, example_limit
 from distill.trajectory import Reason
+from distill.validation.chunks import auto_workers, map_ranges
 from distill.validation.preferences import is_preference_line, lint_preference
 from distill.validation.report import LintReport, Problem, format_report
 
@@ -318,21 +319,27 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def lint_file(path: str | Path, config: Config | None = None, *, model: str | None = None) -> LintReport:
-    """Lint every non-blank line of a fine-tuning JSONL file; with a config, its tools and step budget apply."""
-    file = Path(path)
-    if not file.is_file():
-        raise DistillError(f"{file}: no such file", hint="give the path of a .jsonl fine-tuning file")
-    model = model or (config.export.model if config else DEFAULT_MODEL)
-    tools = {t.name: ToolSpec(t.name, t.input_schema) for t in config.tools} if config else None
-    max_steps = config.agent.max_steps if config else None
-    token_limit = config.export.max_example_tokens if config else None
-    report = LintReport(path=str(path), lines=0, ok_lines=0)
-    with file.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+def _lint_range(
+    settings: tuple[Mapping[str, ToolSpec] | None, int | None, str, int | None], path: str, start: int, end: int
+) -> tuple[int, int, int, list[Problem], list[int]]:
+    """Lint the lines in bytes [start, end) of a file: (newlines read, lines, ok lines, problems, token counts), with
+    line numbers counted from the range's start."""
+    tools, max_steps, model, token_limit = settings
+    problems_all: list[Problem] = []
+    token_counts: list[int] = []
+    lines = ok_lines = number = 0
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            raw = handle.readline(remaining)
+            if not raw:
+                break
+            remaining -= len(raw)
+            number += 1
             if not raw.strip():
                 continue
-            report.lines += 1
+            lines += 1
             try:
                 example = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
             except UnicodeDecodeError as exc:
@@ -343,7 +350,38 @@ def lint_file(path: str | Path, config: Config | None = None, *, model: str | No
                 found, tokens = _lint(example, tools, max_steps, model, token_limit)
                 problems = [Problem(number, p.reason, p.detail, p.message) for p in found]
                 if tokens is not None:
-                    report.token_counts.append(tokens)
-            report.problems.extend(problems)
-            report.ok_lines += not problems
+                    token_counts.append(tokens)
+            problems_all.extend(problems)
+            ok_lines += not problems
+    return number, lines, ok_lines, problems_all, token_counts
+
+
+def lint_file(
+    path: str | Path, config: Config | None = None, *, model: str | None = None, workers: int | None = None
+) -> LintReport:
+    """Lint every non-blank line of a fine-tuning JSONL file; with a config, its tools and step budget apply.
+
+    `workers` processes share a large file (None: `chunks.auto_workers`, one process for small files); the report
+    is the same whatever the count.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise DistillError(f"{file}: no such file", hint="give the path of a .jsonl fine-tuning file")
+    model = model or (config.export.model if config else DEFAULT_MODEL)
+    tools = {t.name: ToolSpec(t.name, t.input_schema) for t in config.tools} if config else None
+    max_steps = config.agent.max_steps if config else None
+    token_limit = config.export.max_example_tokens if config else None
+    count = auto_workers(file) if workers is None else max(1, workers)
+    report = LintReport(path=str(path), lines=0, ok_lines=0)
+    before = 0  # lines of the ranges before this one
+    for numbers, lines, ok_lines, problems, token_counts in map_ranges(
+        partial(_lint_range, (tools, max_steps, model, token_limit)), file, count
+    ):
+        report.lines += lines
+        report.ok_lines += ok_lines
+        report.problems.extend(
+            problems if not before else [Problem(p.line + before, p.reason, p.detail, p.message) for p in problems]
+        )
+        report.token_counts.extend(token_counts)
+        before += numbers
     return report
