@@ -180,8 +180,11 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(v)
 
 
-def count_example(example: Mapping[str, Any], model: str) -> int:
-    """Tokens of one fine-tuning line, by the cookbook's rule (numbers such as `weight` are not text)."""
+def count_example(example: Mapping[str, Any], model: str, *, tools_text: str | None = None) -> int:
+    """Tokens of one fine-tuning line, by the cookbook's rule (numbers such as `weight` are not text).
+
+    `tools_text` is `json.dumps(example["tools"], ensure_ascii=False)` when the caller has it already.
+    """
     total = 3
     for message in example.get("messages", []):
         total += 3
@@ -198,7 +201,8 @@ def count_example(example: Mapping[str, Any], model: str) -> int:
             if key == "name":
                 total += 1
     if example.get("tools"):
-        total += count_text(json.dumps(example["tools"], ensure_ascii=False), model)
+        text = tools_text if tools_text is not None else json.dumps(example["tools"], ensure_ascii=False)
+        total += count_text(text, model)
     return total
 
 

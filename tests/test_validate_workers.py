@@ -204,3 +204,30 @@ def test_cli_workers_flag_prints_the_same_report(tmp_path, capsys):
     one = capsys.readouterr().out
     assert main(["validate", str(path), "--workers", "2", "--max-lines", "100000"]) == 1
     assert capsys.readouterr().out == one and "invalid_json_line" in one
+
+
+SCHEMAS: list[Any] = [
+    CALC["function"]["parameters"],
+    {"type": "object", "properties": {"n": {"type": "integer"}, "x": {"type": ["number", "null"]}}, "required": ["n"]},
+    {"type": "object", "properties": {"s": {"type": "string", "minLength": 2}}, "additionalProperties": True},
+    {"type": "object", "properties": {"b": {"type": "boolean"}, "a": {"type": "array"}}},
+    {"type": "object", "properties": {"e": {"enum": ["a", "b"]}}},  # enum: not compiled, jsonschema answers
+    {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object", "properties": {"n": {"type": "integer"}}},
+    {"type": "string", "pattern": r"^TCK-\d{4}$"},
+]
+VALUES: list[Any] = [
+    {}, {"input": "6 * 7"}, {"input": "x"}, {"input": 7}, {"input": "1", "more": 1}, {"n": 1}, {"n": 1.0},
+    {"n": True}, {"n": "1"}, {"n": 2, "x": None}, {"n": 2, "x": 1.5}, {"n": 2, "x": "no"}, {"s": "a"}, {"s": "ab"},
+    {"s": 5}, {"b": 1}, {"b": False, "a": []}, {"a": {}}, {"e": "a"}, {"e": "c"}, "TCK-1234", "TCK-12", 5, None, [],
+    {"input": "1" * 21}, {"input": "1" * 20},
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_compiled_schema_checks_answer_as_jsonschema_does(schema):
+    from distill.formats.schema_checks import checker
+    from distill.schema import schema_problem
+
+    check = checker(schema)
+    assert [check(v) for v in VALUES] == [schema_problem(schema, v) for v in VALUES]
+    assert any(check(v) is None for v in VALUES) and any(check(v) for v in VALUES)

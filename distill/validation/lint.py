@@ -283,15 +283,17 @@ def _lint(
         return [Problem(0, "missing_messages_list", f'"messages" is {what}; it must be a non-empty list')], None
     out: list[Problem] = []
     _check_format(example, messages, out)
+    tools_text = json.dumps(example["tools"], ensure_ascii=False) if example.get("tools") else None
     if _is_langchain(messages):
         _check_langchain(messages, tools, max_steps, out)
     elif "tools" in example or any(isinstance(m, dict) and "tool_calls" in m for m in messages):
         from distill.formats.openai_tools import check_line  # native tool calling (agent.format openai-tools)
 
-        out.extend(Problem(0, reason, detail, at) for reason, detail, at in check_line(example, messages, tools, max_steps))
+        found = check_line(example, messages, tools, max_steps, tools_text=tools_text)
+        out.extend(Problem(0, reason, detail, at) for reason, detail, at in found)
     tokens: int | None = None
     if all(isinstance(m, dict) for m in messages):
-        tokens = count_example(example, model)
+        tokens = count_example(example, model, tools_text=tools_text)
         limit = token_limit if token_limit is not None else example_limit(model)
         if tokens > limit:
             detail = f"{tokens} tokens, over the {limit}-token limit for {model} (the service truncates it)"
