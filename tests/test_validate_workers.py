@@ -65,6 +65,7 @@ def _kinds() -> list[Any]:
         "   ",
         '{"messages": [',
         b"\xff\xfe not utf-8",
+        "\ufeff" + json.dumps(GOOD),
         "NaN",
         "[1, 2]",
         "42",
@@ -177,6 +178,15 @@ def test_cached_tool_list_verdicts_match_a_fresh_check():
     again = [lint_example(line, **settings) for line in reversed(lines)][::-1]
     assert first == again
     assert [p.reason for p in first[1]] == ["arguments_schema"] and first[0] == []
+
+
+def test_a_byte_order_mark_is_refused_as_json_loads_refuses_it(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(("\ufeff" + json.dumps(GOOD) + "\n").encode())
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(path.read_text(encoding="utf-8"))
+    (problem,) = lint_file(path).problems
+    assert (problem.reason, problem.detail) == ("invalid_json_line", f"not valid JSON: {expected.value}")
 
 
 def test_ranges_cover_the_file_and_start_at_line_starts(tmp_path):

@@ -321,6 +321,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder for every line (json.loads builds one a call)
+
+
+def _loads(text: str) -> Any:
+    """`json.loads(text, parse_constant=_reject_constant)`, with its refusal of a leading BOM."""
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
+
+
 def _lint_range(
     settings: tuple[Mapping[str, ToolSpec] | None, int | None, str, int | None], path: str, start: int, end: int
 ) -> tuple[int, int, int, list[Problem], list[int]]:
@@ -343,7 +353,7 @@ def _lint_range(
                 continue
             lines += 1
             try:
-                example = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+                example = _loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:
                 problems = [Problem(number, "invalid_json_line", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]
             except ValueError as exc:
