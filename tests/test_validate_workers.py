@@ -241,3 +241,14 @@ def test_compiled_schema_checks_answer_as_jsonschema_does(schema):
     check = checker(schema)
     assert [check(v) for v in VALUES] == [schema_problem(schema, v) for v in VALUES]
     assert any(check(v) is None for v in VALUES) and any(check(v) for v in VALUES)
+
+
+def test_cached_action_verdicts_follow_the_tools_they_were_given():
+    from distill.formats.langchain_actions import ToolSpec, check_action, check_action_cached, render_action
+
+    text = render_action(TICKET, "TCK-12")
+    strict = {TICKET: ToolSpec(TICKET, {"type": "string", "pattern": r"^TCK-\d{4}$"})}
+    loose = {TICKET: ToolSpec(TICKET)}
+    for tools in (strict, loose, None, strict, {}):
+        assert check_action_cached(text, tools) == check_action(text, tools)
+    assert not check_action_cached(text, strict).ok and check_action_cached(text, loose).ok

@@ -24,7 +24,7 @@ from typing import Any
 
 from distill.config import Config
 from distill.errors import DistillError
-from distill.formats.langchain_actions import ToolSpec, check_action
+from distill.formats.langchain_actions import ToolSpec, check_action_cached
 from distill.tokens import count_example, example_limit
 from distill.trajectory import Reason
 from distill.validation.chunks import auto_workers, map_ranges
@@ -246,11 +246,11 @@ def _check_langchain(
         elif role == "assistant":
             trained = message.get("weight", 1) != 0
             if trained:
-                verdict = check_action(text, tools)  # a non-string content (already missing_content) has no action
+                verdict = check_action_cached(text, tools)  # a non-string content (already missing_content) has no action
                 if not verdict.ok:
                     out.append(Problem(0, str(verdict.reason), verdict.detail, i))
             else:  # history: plain text allowed; parsed leniently only to follow the turn's structure
-                verdict = check_action(text, None)
+                verdict = check_action_cached(text, None)
             final = verdict.action is not None and verdict.action.is_final
             if turn is not None:
                 turn.append((i, trained, final))
