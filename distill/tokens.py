@@ -186,6 +186,7 @@ def count_example(example: Mapping[str, Any], model: str, *, tools_text: str | N
     `tools_text` is `json.dumps(example["tools"], ensure_ascii=False)` when the caller has it already.
     """
     total = 3
+    counts = _counts(model)
     for message in example.get("messages", []):
         total += 3
         for key, value in message.items():
@@ -194,8 +195,11 @@ def count_example(example: Mapping[str, Any], model: str, *, tools_text: str | N
             if key == "tool_calls":
                 total += count_text(json.dumps(value, ensure_ascii=False), model)
                 continue
-            if isinstance(value, str):
-                total += count_text(value, model)
+            if isinstance(value, str):  # a short text, or one without newlines: one look-up (count_text's first case)
+                if len(value) < _SEGMENTED or (len(value) <= PIECE_CHARS and "\n" not in value):
+                    total += counts[value]
+                else:
+                    total += count_text(value, model)
             else:
                 total += sum(count_text(text, model) for text in _strings(value))
             if key == "name":
