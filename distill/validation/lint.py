@@ -199,11 +199,11 @@ def _check_format(example: dict[str, Any], messages: list[Any], out: list[Proble
 
 
 def _check_langchain(
-    messages: list[Any], tools: Mapping[str, ToolSpec] | None, max_steps: int | None, out: list[Problem]
+    messages: list[Any], texts: list[str], tools: Mapping[str, ToolSpec] | None, max_steps: int | None, out: list[Problem]
 ) -> None:
     suffix_head, tool_response_head, names_re = _markers()
     if tools is None:
-        suffix = next((_text(m) for m in messages if _text(m).startswith(suffix_head)), "")
+        suffix = next((t for t in texts if t.startswith(suffix_head)), "")
         found = names_re.search(suffix)
         tools = _inferred_tools(found.group(1)) if found else None
 
@@ -223,7 +223,7 @@ def _check_langchain(
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             continue
-        role, text = message.get("role"), _text(message)
+        role, text = message.get("role"), texts[i]
         if role == "user":
             if text.startswith(suffix_head):
                 end_turn(f"at message {i} (a new question)")
@@ -258,9 +258,9 @@ def _check_langchain(
     end_turn("at the end of the example")
 
 
-def _is_langchain(messages: list[Any]) -> bool:
+def _is_langchain(messages: list[Any], texts: list[str]) -> bool:
     head = _markers()[0]
-    return any(isinstance(m, dict) and m.get("role") == "user" and head in _text(m) for m in messages)
+    return any(head in t and m.get("role") == "user" for m, t in zip(messages, texts, strict=True))
 
 
 # -- examples and files ----------------------------------------------------------------------------------------------
@@ -284,8 +284,9 @@ def _lint(
     out: list[Problem] = []
     _check_format(example, messages, out)
     tools_text = json.dumps(example["tools"], ensure_ascii=False) if example.get("tools") else None
-    if _is_langchain(messages):
-        _check_langchain(messages, tools, max_steps, out)
+    texts = [_text(m) for m in messages]  # "" for a message that is not an object or has no string content
+    if _is_langchain(messages, texts):
+        _check_langchain(messages, texts, tools, max_steps, out)
     elif "tools" in example or any(isinstance(m, dict) and "tool_calls" in m for m in messages):
         from distill.formats.openai_tools import check_line  # native tool calling (agent.format openai-tools)
 
