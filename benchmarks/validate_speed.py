@@ -1,7 +1,7 @@
 """`distill validate` speed beside the OpenAI cookbook's format checks, on the same large file.
 
 Usage: python benchmarks/validate_speed.py [--lines 60000] [--format langchain-chat|openai-tools|both]
-                                           [--file FILE.jsonl] [--workers 1 2] [--repeat 1]
+                                           [--file FILE.jsonl] [--workers 1 2] [--repeat 1] [--code DIR]
 
 Without --file it builds a realistic file per agent format: a run of the offline teacher over corpus/ with
 configs/multi_tool_agent.yaml (every stage on), whose train.jsonl (about 1,800 distinct conversations) is replicated
@@ -22,6 +22,9 @@ Each measurement runs in a fresh Python process (imports done before the clock s
   cookbook's `encoding.encode(value)` crashes on them.
 - `distill validate` (`distill.validation.lint.lint_file` + `format_report`, the whole CLI path but argument
   parsing), with --workers processes (1 = in-process).
+
+Beside wall-clock lines/s it prints lines per CPU-second (the process's and its workers' user + system time): on a
+shared machine the wall clock moves with the load, CPU time much less, so that is the figure to compare versions by.
 """
 
 from __future__ import annotations
@@ -217,6 +220,14 @@ def distill_validate(path: Path, model: str, workers: int) -> dict[str, Any]:
             "tokens": sum(report.token_counts), "report_chars": len(text)}
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (worker processes): a figure the load does not move."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _measure(which: str, path: Path, model: str, workers: int) -> None:
     """In a fresh process: import, then time one pass; print one JSON line."""
     import numpy  # noqa: F401  (imports before the clock)
@@ -226,14 +237,18 @@ def _measure(which: str, path: Path, model: str, workers: int) -> None:
 
     lint._markers()
     encoding_for(model)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu()
     out = cookbook(path, model) if which == "cookbook" else distill_validate(path, model, workers)
     out["seconds"] = time.perf_counter() - started
+    out["cpu"] = _cpu() - cpu
     print(json.dumps(out))
 
 
+CODE = [REPO]  # the checkout whose `distill` is measured (--code)
+
+
 def measure(which: str, path: Path, model: str, workers: int = 1) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(CODE[0])}
     cmd = [sys.executable, __file__, "--_measure", which, "--file", str(path), "--model", model,
            "--workers", str(workers)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -250,8 +265,10 @@ def main() -> None:
     parser.add_argument("--model", default="gpt-4o-mini-2024-07-18")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=1, help="measure each this many times; the best is shown")
+    parser.add_argument("--code", type=Path, help="measure the distill of this checkout (e.g. main's, for 'before')")
     parser.add_argument("--_measure", choices=["cookbook", "distill"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    CODE[0] = (args.code or REPO).resolve()
     if args._measure:
         _measure(args._measure, args.file, args.model, args.workers[0])
         return
@@ -269,8 +286,9 @@ def main() -> None:
         book = min((measure("cookbook", path, args.model) for _ in range(args.repeat)), key=lambda r: r["seconds"])
         print(f"{path.name}: {book['lines']} lines, {size:,.0f} MB")
         book_rate = book["lines"] / book["seconds"]
+        book_cpu = book["lines"] / book["cpu"]
         print(f"  cookbook checks (1 process)     : {book['seconds']:6.2f} s  {book_rate:8,.0f} lines/s  "
-              f"(format errors counted: {sum(book['errors'].values())})")
+              f"{book_cpu:8,.0f} lines/CPU-s  (format errors counted: {sum(book['errors'].values())})")
         for workers in args.workers:
             ours = min((measure("distill", path, args.model, workers) for _ in range(args.repeat)),
                        key=lambda r: r.get("seconds", 0))
@@ -278,8 +296,10 @@ def main() -> None:
                 print(f"  distill validate ({workers} processes): not supported by this version")
                 continue
             rate = ours["lines"] / ours["seconds"]
+            cpu_rate = ours["lines"] / ours["cpu"]
             print(f"  distill validate ({workers} process{'es' if workers > 1 else '  '}): {ours['seconds']:6.2f} s  "
-                  f"{rate:8,.0f} lines/s  = {rate / book_rate:4.1f}x the cookbook  "
+                  f"{rate:8,.0f} lines/s  {cpu_rate:8,.0f} lines/CPU-s  = {rate / book_rate:4.1f}x the cookbook "
+                  f"({cpu_rate / book_cpu:4.1f}x per CPU-second)  "
                   f"({ours['ok']} ok, {ours['problems']} problems, {ours['tokens']:,} tokens)")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -62,7 +62,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else None
     if not Path(args.file).is_file():
         raise DistillError(f"{args.file}: no such file", hint="give a fine-tuning .jsonl file")
-    report = lint_file(args.file, config, model=args.model)
+    report = lint_file(args.file, config, model=args.model, workers=args.workers)
     print(format_report(report, max_lines=args.max_lines))
     return 0 if report.ok else 1
 
@@ -73,6 +73,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="the agent's config: its tools, schemas and max_steps are checked too")
     p.add_argument("--model", help="fine-tuning target for token limits (default: the config's, else gpt-4o-mini)")
     p.add_argument("--max-lines", type=_at_least(0, int), default=50, help="problems to print (default 50)")
+    p.add_argument("--workers", type=_at_least(1, int), help="processes (default: one per core for large files)")
     p.set_defaults(handler=_cmd_validate)
 
 

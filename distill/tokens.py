@@ -181,9 +181,13 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(v)
 
 
-def count_example(example: Mapping[str, Any], model: str) -> int:
-    """Tokens of one fine-tuning line, by the cookbook's rule (numbers such as `weight` are not text)."""
+def count_example(example: Mapping[str, Any], model: str, *, tools_text: str | None = None) -> int:
+    """Tokens of one fine-tuning line, by the cookbook's rule (numbers such as `weight` are not text).
+
+    `tools_text` is `json.dumps(example["tools"], ensure_ascii=False)` when the caller has it already.
+    """
     total = 3
+    counts = _counts(model)
     for message in example.get("messages", []):
         total += 3
         for key, value in message.items():
@@ -192,14 +196,18 @@ def count_example(example: Mapping[str, Any], model: str) -> int:
             if key == "tool_calls":
                 total += count_text(json.dumps(value, ensure_ascii=False), model)
                 continue
-            if isinstance(value, str):
-                total += count_text(value, model)
+            if isinstance(value, str):  # a short text, or one without newlines: one look-up (count_text's first case)
+                if len(value) < _SEGMENTED or (len(value) <= PIECE_CHARS and "\n" not in value):
+                    total += counts[value]
+                else:
+                    total += count_text(value, model)
             else:
                 total += sum(count_text(text, model) for text in _strings(value))
             if key == "name":
                 total += 1
     if example.get("tools"):
-        total += count_text(json.dumps(example["tools"], ensure_ascii=False), model)
+        text = tools_text if tools_text is not None else json.dumps(example["tools"], ensure_ascii=False)
+        total += count_text(text, model)
     return total
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "ToolSpec",
     "Verdict",
     "check_action",
+    "check_action_cached",
     "render_action",
 ]
 
@@ -132,6 +133,29 @@ def check_action(
     except ValueError as exc:
         return Verdict.reject(Reason.INVALID_JSON, f"not valid JSON: {exc}")
     return _check_object(data, tools)
+
+
+_VERDICTS: dict[tuple[str, int], tuple[Mapping[str, ToolSpec] | None, Verdict]] = {}
+_VERDICTS_MAX = 65_536  # entries; the cache is emptied when full
+_CACHED_CHARS = 20_000  # longer texts are checked every time
+
+
+def check_action_cached(text: str, tools: Mapping[str, ToolSpec] | None) -> Verdict:
+    """`check_action(text, tools)`, remembered for texts that repeat across the lines of a file (same `tools` object).
+
+    The cache holds the `tools` object it was given, so an id is never taken for another mapping's.
+    """
+    if len(text) > _CACHED_CHARS:
+        return check_action(text, tools)
+    key = (text, id(tools))
+    hit = _VERDICTS.get(key)
+    if hit is not None and hit[0] is tools:
+        return hit[1]
+    verdict = check_action(text, tools)
+    if len(_VERDICTS) >= _VERDICTS_MAX:
+        _VERDICTS.clear()
+    _VERDICTS[key] = (tools, verdict)
+    return verdict
 
 
 def _check_object(data: Any, tools: Mapping[str, ToolSpec] | None) -> Verdict:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from distill.config import Config, is_object_schema
 from distill.formats.base import STRUCTURE_READ, NotRenderable, Reading
+from distill.formats.schema_checks import checker
 from distill.schema import loads_unique, schema_problem, validator
 from distill.trajectory import FINAL_ANSWER, Reason, Step, Trajectory, Turn
 
@@ -257,8 +259,57 @@ def _line_parameters(example: dict[str, Any], out: list[tuple[str, str, int | No
     return found
 
 
+class _Checks(dict[str, Callable[[Any], "str | None"]]):
+    """Each function's argument check, compiled on first use (a broken schema fails only when it is used)."""
+
+    def __init__(self, parameters: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.parameters = parameters
+
+    def __missing__(self, name: str) -> Callable[[Any], str | None]:
+        found = self[name] = checker(self.parameters[name])
+        return found
+
+
+@lru_cache(maxsize=256)
+def _tools_verdict(tools_text: str) -> tuple[tuple[tuple[str, str, int | None], ...], _Checks | None]:
+    """`_line_parameters` of a line whose `tools` has this JSON text (tool lists repeat on every line of a file)."""
+    out: list[tuple[str, str, int | None]] = []
+    found = _line_parameters({"tools": json.loads(tools_text)}, out)
+    return tuple(out), None if found is None else _Checks(found)
+
+
+_config_checks: list[tuple[Mapping[str, Any], _Checks]] = []  # the last config tools seen (held, so ids stay theirs)
+
+
+def _for_config(tools: Mapping[str, Any]) -> _Checks:
+    if _config_checks and _config_checks[0][0] is tools:
+        return _config_checks[0][1]
+    checks = _Checks({name: tool_parameters(_Spec(spec.input_schema)) for name, spec in tools.items()})
+    _config_checks[:] = [(tools, checks)]
+    return checks
+
+
+def _line_checks(
+    example: dict[str, Any], tools_text: str | None, out: list[tuple[str, str, int | None]]
+) -> _Checks | None:
+    try:
+        text = tools_text if tools_text is not None else json.dumps(example["tools"], ensure_ascii=False)
+    except (TypeError, ValueError):  # not JSON data (a caller's Python objects): checked without the cache
+        found = _line_parameters(example, out)
+        return None if found is None else _Checks(found)
+    problems, checks = _tools_verdict(text)
+    out.extend(problems)
+    return checks
+
+
 def check_line(
-    example: dict[str, Any], messages: list[Any], tools: Mapping[str, Any] | None, max_steps: int | None
+    example: dict[str, Any],
+    messages: list[Any],
+    tools: Mapping[str, Any] | None,
+    max_steps: int | None,
+    *,
+    tools_text: str | None = None,
 ) -> list[tuple[str, str, int | None]]:
     """This format's rules for one fine-tuning line with `tools` or `tool_calls`: (reason, detail, message index).
 
@@ -267,17 +318,19 @@ def check_line(
     arguments that parse as JSON into an object satisfying the schema; parallel calls only when
     `parallel_tool_calls` is not false; at most `max_steps` assistant messages after the last user message; the line
     ends with an assistant text answer. Pairing of `tool_call_id`s and consecutive assistant messages are checked by
-    the generic format checks of `distill.validation.lint`.
+    the generic format checks of `distill.validation.lint`. `tools_text` is `json.dumps(example["tools"],
+    ensure_ascii=False)` when the caller has it: the verdict on a tool list is cached by that text.
     """
     out: list[tuple[str, str, int | None]] = []
-    parameters = _line_parameters(example, out) if "tools" in example else {}
+    checks = _line_checks(example, tools_text, out) if "tools" in example else _Checks({})
     if tools is not None:  # the config's tools decide: ToolSpec(name, input_schema)
-        parameters = {name: tool_parameters(_Spec(spec.input_schema)) for name, spec in tools.items()}
+        checks = _for_config(tools)
     elif "tools" not in example:
         out.append(("tools_missing", "the line has tool_calls but no tools: the model never sees the functions", None))
         return out
-    elif parameters is None:  # malformed tools: which functions exist is unknown
+    elif checks is None:  # malformed tools: which functions exist is unknown
         return out
+    parameters = checks.parameters
     parallel = example.get("parallel_tool_calls") is not False
     last_user = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=-1)
     steps = 0
@@ -309,7 +362,7 @@ def check_line(
                 detail = f"tool_calls[{j}] ({name}) arguments are not the JSON text of an object"
                 out.append((str(Reason.INVALID_ARGUMENTS), detail, i))
                 continue
-            problem = schema_problem(parameters[name], arguments)
+            problem = checks[name](arguments)
             if problem:
                 out.append((str(Reason.ARGUMENTS_SCHEMA), f"tool_calls[{j}] ({name}) arguments fail its schema: {problem}", i))
     if max_steps is not None and steps > max_steps:

@@ -18,15 +18,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
 from distill.config import Config
 from distill.errors import DistillError
-from distill.formats.langchain_actions import ToolSpec, check_action
+from distill.formats.langchain_actions import ToolSpec, check_action_cached
 from distill.tokens import count_example, example_limit
 from distill.trajectory import Reason
+from distill.validation.chunks import auto_workers, map_ranges
 from distill.validation.preferences import is_preference_line, lint_preference
 from distill.validation.report import LintReport, Problem, format_report
 
@@ -198,11 +199,11 @@ def _check_format(example: dict[str, Any], messages: list[Any], out: list[Proble
 
 
 def _check_langchain(
-    messages: list[Any], tools: Mapping[str, ToolSpec] | None, max_steps: int | None, out: list[Problem]
+    messages: list[Any], texts: list[str], tools: Mapping[str, ToolSpec] | None, max_steps: int | None, out: list[Problem]
 ) -> None:
     suffix_head, tool_response_head, names_re = _markers()
     if tools is None:
-        suffix = next((_text(m) for m in messages if _text(m).startswith(suffix_head)), "")
+        suffix = next((t for t in texts if t.startswith(suffix_head)), "")
         found = names_re.search(suffix)
         tools = _inferred_tools(found.group(1)) if found else None
 
@@ -222,7 +223,7 @@ def _check_langchain(
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             continue
-        role, text = message.get("role"), _text(message)
+        role, text = message.get("role"), texts[i]
         if role == "user":
             if text.startswith(suffix_head):
                 end_turn(f"at message {i} (a new question)")
@@ -245,11 +246,11 @@ def _check_langchain(
         elif role == "assistant":
             trained = message.get("weight", 1) != 0
             if trained:
-                verdict = check_action(text, tools)  # a non-string content (already missing_content) has no action
+                verdict = check_action_cached(text, tools)  # a non-string content (already missing_content) has no action
                 if not verdict.ok:
                     out.append(Problem(0, str(verdict.reason), verdict.detail, i))
             else:  # history: plain text allowed; parsed leniently only to follow the turn's structure
-                verdict = check_action(text, None)
+                verdict = check_action_cached(text, None)
             final = verdict.action is not None and verdict.action.is_final
             if turn is not None:
                 turn.append((i, trained, final))
@@ -257,9 +258,9 @@ def _check_langchain(
     end_turn("at the end of the example")
 
 
-def _is_langchain(messages: list[Any]) -> bool:
+def _is_langchain(messages: list[Any], texts: list[str]) -> bool:
     head = _markers()[0]
-    return any(isinstance(m, dict) and m.get("role") == "user" and head in _text(m) for m in messages)
+    return any(head in t and m.get("role") == "user" for m, t in zip(messages, texts, strict=True))
 
 
 # -- examples and files ----------------------------------------------------------------------------------------------
@@ -282,15 +283,18 @@ def _lint(
         return [Problem(0, "missing_messages_list", f'"messages" is {what}; it must be a non-empty list')], None
     out: list[Problem] = []
     _check_format(example, messages, out)
-    if _is_langchain(messages):
-        _check_langchain(messages, tools, max_steps, out)
+    tools_text = json.dumps(example["tools"], ensure_ascii=False) if example.get("tools") else None
+    texts = [_text(m) for m in messages]  # "" for a message that is not an object or has no string content
+    if _is_langchain(messages, texts):
+        _check_langchain(messages, texts, tools, max_steps, out)
     elif "tools" in example or any(isinstance(m, dict) and "tool_calls" in m for m in messages):
         from distill.formats.openai_tools import check_line  # native tool calling (agent.format openai-tools)
 
-        out.extend(Problem(0, reason, detail, at) for reason, detail, at in check_line(example, messages, tools, max_steps))
+        found = check_line(example, messages, tools, max_steps, tools_text=tools_text)
+        out.extend(Problem(0, reason, detail, at) for reason, detail, at in found)
     tokens: int | None = None
     if all(isinstance(m, dict) for m in messages):
-        tokens = count_example(example, model)
+        tokens = count_example(example, model, tools_text=tools_text)
         limit = token_limit if token_limit is not None else example_limit(model)
         if tokens > limit:
             detail = f"{tokens} tokens, over the {limit}-token limit for {model} (the service truncates it)"
@@ -318,23 +322,39 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def lint_file(path: str | Path, config: Config | None = None, *, model: str | None = None) -> LintReport:
-    """Lint every non-blank line of a fine-tuning JSONL file; with a config, its tools and step budget apply."""
-    file = Path(path)
-    if not file.is_file():
-        raise DistillError(f"{file}: no such file", hint="give the path of a .jsonl fine-tuning file")
-    model = model or (config.export.model if config else DEFAULT_MODEL)
-    tools = {t.name: ToolSpec(t.name, t.input_schema) for t in config.tools} if config else None
-    max_steps = config.agent.max_steps if config else None
-    token_limit = config.export.max_example_tokens if config else None
-    report = LintReport(path=str(path), lines=0, ok_lines=0)
-    with file.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder for every line (json.loads builds one a call)
+
+
+def _loads(text: str) -> Any:
+    """`json.loads(text, parse_constant=_reject_constant)`, with its refusal of a leading BOM."""
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
+
+
+def _lint_range(
+    settings: tuple[Mapping[str, ToolSpec] | None, int | None, str, int | None], path: str, start: int, end: int
+) -> tuple[int, int, int, list[Problem], list[int]]:
+    """Lint the lines in bytes [start, end) of a file: (newlines read, lines, ok lines, problems, token counts), with
+    line numbers counted from the range's start."""
+    tools, max_steps, model, token_limit = settings
+    problems_all: list[Problem] = []
+    token_counts: list[int] = []
+    lines = ok_lines = number = 0
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            raw = handle.readline(remaining)
+            if not raw:
+                break
+            remaining -= len(raw)
+            number += 1
             if not raw.strip():
                 continue
-            report.lines += 1
+            lines += 1
             try:
-                example = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+                example = _loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:
                 problems = [Problem(number, "invalid_json_line", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]
             except ValueError as exc:
@@ -343,7 +363,38 @@ def lint_file(path: str | Path, config: Config | None = None, *, model: str | No
                 found, tokens = _lint(example, tools, max_steps, model, token_limit)
                 problems = [Problem(number, p.reason, p.detail, p.message) for p in found]
                 if tokens is not None:
-                    report.token_counts.append(tokens)
-            report.problems.extend(problems)
-            report.ok_lines += not problems
+                    token_counts.append(tokens)
+            problems_all.extend(problems)
+            ok_lines += not problems
+    return number, lines, ok_lines, problems_all, token_counts
+
+
+def lint_file(
+    path: str | Path, config: Config | None = None, *, model: str | None = None, workers: int | None = None
+) -> LintReport:
+    """Lint every non-blank line of a fine-tuning JSONL file; with a config, its tools and step budget apply.
+
+    `workers` processes share a large file (None: `chunks.auto_workers`, one process for small files); the report
+    is the same whatever the count.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise DistillError(f"{file}: no such file", hint="give the path of a .jsonl fine-tuning file")
+    model = model or (config.export.model if config else DEFAULT_MODEL)
+    tools = {t.name: ToolSpec(t.name, t.input_schema) for t in config.tools} if config else None
+    max_steps = config.agent.max_steps if config else None
+    token_limit = config.export.max_example_tokens if config else None
+    count = auto_workers(file) if workers is None else max(1, workers)
+    report = LintReport(path=str(path), lines=0, ok_lines=0)
+    before = 0  # lines of the ranges before this one
+    for numbers, lines, ok_lines, problems, token_counts in map_ranges(
+        partial(_lint_range, (tools, max_steps, model, token_limit)), file, count
+    ):
+        report.lines += lines
+        report.ok_lines += ok_lines
+        report.problems.extend(
+            problems if not before else [Problem(p.line + before, p.reason, p.detail, p.message) for p in problems]
+        )
+        report.token_counts.extend(token_counts)
+        before += numbers
     return report
