@@ -183,7 +183,6 @@ def export_run(
     folder = RunFolder(run_dir)
     verdicts = Verdicts(config)  # judge_<criterion> rejections from the stored verdicts
     dedup = DedupIndex(config.export.dedup)
-    verdict: dict[str, tuple[str, str]] = {}  # export-stage rejections: id -> (reason, detail)
     per_doc: Counter[str] = Counter()
     spool_path = folder.export_spool
     with spool_path.open("wb") as spool:
@@ -192,14 +191,10 @@ def export_run(
             if t.outcome != "accepted":
                 continue
             rejected = _export_check(config, t, fmt, model, limit)
-            if isinstance(rejected, tuple):
-                verdict[t.id] = rejected
-                t.reject("export", rejected[0], rejected[1], None)
-                continue
-            dup = dedup.check(t)
-            if dup is not None:
-                verdict[t.id] = (dup.reason, dup.detail())
-                t.reject("export", dup.reason, dup.detail(), None)
+            if not isinstance(rejected, tuple) and (dup := dedup.check(t)) is not None:
+                rejected = (dup.reason, dup.detail())
+            if isinstance(rejected, tuple):  # export's verdict, read back in the second pass (held nowhere)
+                spool.write(b"R" + json.dumps(rejected, ensure_ascii=False).encode() + b"\n")
                 continue
             per_doc[t.doc_id] += len(rendered := rejected)
             spool.write(f"{len(rendered)}\n".encode())
@@ -224,15 +219,17 @@ def export_run(
                 parts["validation"].open("wb") as val, parts["rejected"].open("wb") as bad:
             for t in read():
                 verdicts.apply(t, count=False)
-                if t.outcome == "accepted" and t.id in verdict:
-                    t.reject("export", *verdict[t.id], None)
+                head = spool.readline() if t.outcome == "accepted" else b""
+                if head.startswith(b"R"):  # rejected by export's checks in the first pass
+                    reason, detail = json.loads(head[1:])
+                    t.reject("export", reason, detail, None)
                 tally.add(t)
                 coverage.add(t)
                 if t.outcome != "accepted":
                     bad.write((json.dumps(_reject_row(t), ensure_ascii=False) + "\n").encode("utf-8"))
                     continue
                 split = "validation" if t.doc_id in validation_docs else "train"
-                for _ in range(int(spool.readline())):
+                for _ in range(int(head)):
                     n, key, text = spool.readline().decode("utf-8").split("\t", 2)
                     if key in seen:
                         repeated[split] += 1
