@@ -108,7 +108,10 @@ class DedupIndex:
             from datasketch import MinHash, MinHashLSH
 
             self.lsh = MinHashLSH(threshold=self.near, num_perm=settings.num_perm)
-            self.template = MinHash(num_perm=settings.num_perm, seed=_MINHASH_SEED)
+            # fed the shingles' sha1_hash32 values (datasketch's default hash, computed once per shingle: they
+            # repeat across conversations), so the signatures are those of MinHash's own hashing of the shingles
+            self.template = MinHash(num_perm=settings.num_perm, seed=_MINHASH_SEED, hashfunc=_hashed)
+        self.hashes: dict[str, int] = {}  # shingle -> sha1_hash32 of its UTF-8 bytes (bounded, _SHINGLE_HASHES)
         self.by_question: dict[str, int] = {}  # normalized question -> kept number
         self.kept: list[str] = []  # kept number -> conversation id
         self.questions: list[str] = []  # kept number -> normalized question
@@ -132,7 +135,7 @@ class DedupIndex:
         if self.lsh is not None:
             size = self.settings.shingle_chars
             grams = shingles(key, size)
-            signature = _minhash(grams, self.template)
+            signature = _minhash(grams, self.template, self.hashes)
             best_id, best = None, 0.0
             for other in sorted(self.lsh.query(signature)):  # kept numbers, in order: ties, the earliest wins
                 similarity = _jaccard(grams, shingles(self.questions[other], size))
@@ -166,9 +169,29 @@ def find_duplicates(trajectories: Iterable[Trajectory], settings: Any) -> list[D
     return index.found
 
 
-def _minhash(grams: set[str], template: Any) -> Any:
+_SHINGLE_HASHES = 1 << 16  # shingles whose hash is kept (a question's shingles are mostly ones seen before)
+
+
+def _hashed(value: int) -> int:
+    """The template's hashfunc: its values are already hashed (`_minhash`)."""
+    return value
+
+
+def _minhash(grams: set[str], template: Any, hashes: dict[str, int]) -> Any:
+    """The MinHash of the shingles: `template` (hashfunc `_hashed`) updated with each shingle's sha1_hash32, the
+    value datasketch's default hashfunc gives its UTF-8 bytes, looked up in `hashes` or computed and kept there."""
+    from datasketch.hashfunc import sha1_hash32
+
+    values = []
+    for g in grams:  # any order: a MinHash is the minimum over its values
+        value = hashes.get(g)
+        if value is None:
+            if len(hashes) >= _SHINGLE_HASHES:
+                hashes.clear()
+            value = hashes[g] = sha1_hash32(g.encode("utf-8"))
+        values.append(value)
     signature = template.copy()  # shares the template's permutations (building them is the costly part)
-    signature.update_batch([g.encode("utf-8") for g in sorted(grams)])
+    signature.update_batch(values)
     return signature
 
 

@@ -44,8 +44,27 @@ def _sentence_words(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
     return tuple((s, frozenset(w.lower() for w in WORD.findall(s))) for s in (sentences(text) or [text]))
 
 
+@lru_cache(maxsize=2048)  # bounded: observations can be long
+def _words(text: str) -> frozenset[str]:
+    """The lower-cased words of a text (an observation: search results repeat, so this is read once per text)."""
+    return frozenset(w.lower() for w in WORD.findall(text))
+
+
 def _observed_words(steps: Any) -> set[str]:
-    return {w.lower() for s in steps for w in WORD.findall(s.observation or "")}
+    seen: set[str] = set()
+    for s in steps:
+        seen |= _words(s.observation or "")
+    return seen
+
+
+@lru_cache(maxsize=2048)
+def _documents(observation: str) -> tuple[Any, ...]:
+    """The documents a search observation lists (its text is the repr of a list), else the observation itself."""
+    try:
+        found = ast.literal_eval(observation)
+    except (ValueError, SyntaxError):
+        found = [observation]
+    return tuple(found) if isinstance(found, list) else ()
 
 
 class OfflineTeacher:
@@ -184,11 +203,7 @@ class OfflineTeacher:
     def _answer_from(question: str, *observations: str) -> str:
         docs: list[Any] = []
         for observation in observations:
-            try:
-                found = ast.literal_eval(observation)
-            except (ValueError, SyntaxError):
-                found = [observation]
-            docs.extend(found if isinstance(found, list) else [])
+            docs.extend(_documents(observation))
         if not docs:
             return "I couldn't find anything about that in the documents."
         chosen: list[str] = []

@@ -76,6 +76,11 @@ def sentences(text: str) -> list[str]:
 
 def terms(text: str, limit: int = 4) -> list[str]:
     """The first `limit` distinct content words of `text`, in order (search terms)."""
+    return list(_terms(text, limit))
+
+
+@lru_cache(maxsize=16384)
+def _terms(text: str, limit: int) -> tuple[str, ...]:  # questions and sentences are asked about again and again
     seen: list[str] = []
     lows: set[str] = set()
     for word in WORD.findall(text):
@@ -85,7 +90,7 @@ def terms(text: str, limit: int = 4) -> list[str]:
             lows.add(low)
         if len(seen) == limit:
             break
-    return seen
+    return tuple(seen)
 
 
 def _lemma(verb: str) -> str | None:
@@ -308,13 +313,18 @@ def follow_up(text: str, earlier: list[str], rng: random.Random) -> str:
 
 def parts(question: str) -> list[str]:
     """The parts of a question that asks two things (each needs its own evidence); else [question]."""
+    return list(_parts(question))
+
+
+@lru_cache(maxsize=4096)
+def _parts(question: str) -> tuple[str, ...]:  # each step of a conversation asks again
     between = re.search(r"difference between (.+) and (.+)\?$", question)
     if between:
-        return [between.group(1), between.group(2)]
+        return between.group(1), between.group(2)
     for pattern in (r" compare with ", r"^How do (.+) and (.+) relate\?$", r"\? (?:And|Also,|Related:) "):
         found = re.search(pattern, question)
         if found and found.groups():
-            return [found.group(1), found.group(2)]
+            return found.group(1), found.group(2)
         if found:
-            return [question[: found.start() + (1 if found.group().startswith("?") else 0)], question[found.end():]]
-    return [question]
+            return question[: found.start() + (1 if found.group().startswith("?") else 0)], question[found.end():]
+    return (question,)
