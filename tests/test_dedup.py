@@ -185,13 +185,13 @@ def test_signatures_equal_datasketch_hashing_the_shingles_itself(monkeypatch) ->
 
     monkeypatch.setattr(dedup, "_SHINGLE_HASHES", 8)  # a table that overflows, and is cleared, along the way
     index = dedup.DedupIndex(DedupConfig())
-    assert index.template is not None
+    assert index.signatures is not None
     texts = ["how does the retriever rank passages", "ünïcodé questions ✓ too", "how does the retriever rank",
-             "how does the retriever rank passages", "a"]
+             "how does the retriever rank passages", "a", ""]
     for text in texts:
         grams = shingles(normalize(text), 5)
         expected = MinHash(num_perm=DedupConfig().num_perm, seed=1)
         expected.update_batch([g.encode("utf-8") for g in grams])
-        got = dedup._minhash(grams, index.template, index.hashes)
+        got = index.signatures.of(grams)
         assert (got.hashvalues == expected.hashvalues).all() and got.hashvalues.dtype == expected.hashvalues.dtype
-        assert len(index.hashes) <= 8
+        assert len(index.signatures.hashes) <= 8

@@ -104,14 +104,12 @@ class DedupIndex:
         self.enabled = bool(settings.enabled)
         self.near = settings.near_threshold
         self.lsh: Any = None
+        self.signatures: _Signatures | None = None
         if self.enabled and self.near is not None:
-            from datasketch import MinHash, MinHashLSH
+            from datasketch import MinHashLSH
 
             self.lsh = MinHashLSH(threshold=self.near, num_perm=settings.num_perm)
-            # fed the shingles' sha1_hash32 values (datasketch's default hash, computed once per shingle: they
-            # repeat across conversations), so the signatures are those of MinHash's own hashing of the shingles
-            self.template = MinHash(num_perm=settings.num_perm, seed=_MINHASH_SEED, hashfunc=_hashed)
-        self.hashes: dict[str, int] = {}  # shingle -> sha1_hash32 of its UTF-8 bytes (bounded, _SHINGLE_HASHES)
+            self.signatures = _Signatures(settings.num_perm)
         self.by_question: dict[str, int] = {}  # normalized question -> kept number
         self.kept: list[str] = []  # kept number -> conversation id
         self.questions: list[str] = []  # kept number -> normalized question
@@ -132,10 +130,10 @@ class DedupIndex:
         if key in self.by_question:
             return Duplicate(t.id, "duplicate_question", self.kept[self.by_question[key]], 1.0)
         signature = None
-        if self.lsh is not None:
+        if self.lsh is not None and self.signatures is not None:
             size = self.settings.shingle_chars
             grams = shingles(key, size)
-            signature = _minhash(grams, self.template, self.hashes)
+            signature = self.signatures.of(grams)
             best_id, best = None, 0.0
             for other in sorted(self.lsh.query(signature)):  # kept numbers, in order: ties, the earliest wins
                 similarity = _jaccard(grams, shingles(self.questions[other], size))
@@ -172,27 +170,38 @@ def find_duplicates(trajectories: Iterable[Trajectory], settings: Any) -> list[D
 _SHINGLE_HASHES = 1 << 16  # shingles whose hash is kept (a question's shingles are mostly ones seen before)
 
 
-def _hashed(value: int) -> int:
-    """The template's hashfunc: its values are already hashed (`_minhash`)."""
-    return value
+class _Signatures:
+    """MinHash signatures of shingle sets, equal to datasketch's own (`MinHash(num_perm, seed=1)` updated with the
+    UTF-8 shingles): each shingle's sha1_hash32, datasketch's default hash, is computed once and kept (they repeat
+    across conversations; at most _SHINGLE_HASHES at a time), and one MinHash is reset and reused, since the LSH
+    index keeps only the bytes of a signature's bands (`of` returns it: use it before the next call)."""
 
+    def __init__(self, num_perm: int) -> None:
+        from datasketch import MinHash
 
-def _minhash(grams: set[str], template: Any, hashes: dict[str, int]) -> Any:
-    """The MinHash of the shingles: `template` (hashfunc `_hashed`) updated with each shingle's sha1_hash32, the
-    value datasketch's default hashfunc gives its UTF-8 bytes, looked up in `hashes` or computed and kept there."""
-    from datasketch.hashfunc import sha1_hash32
+        self.minhash = MinHash(num_perm=num_perm, seed=_MINHASH_SEED, hashfunc=int)  # fed hash values already
+        self.initial = self.minhash.hashvalues
+        self.initial.flags.writeable = False  # update_batch assigns a new array; this one is never written
+        self.hashes: dict[str, int] = {}
 
-    values = []
-    for g in grams:  # any order: a MinHash is the minimum over its values
-        value = hashes.get(g)
+    def of(self, grams: set[str]) -> Any:
+        """The MinHash of the shingles (the shared one, reset)."""
+        values = list(map(self.hashes.get, grams))
+        if None in values:
+            values = [self._hash(g) for g in grams]
+        self.minhash.hashvalues = self.initial
+        self.minhash.update_batch(values)
+        return self.minhash
+
+    def _hash(self, gram: str) -> int:
+        value = self.hashes.get(gram)
         if value is None:
-            if len(hashes) >= _SHINGLE_HASHES:
-                hashes.clear()
-            value = hashes[g] = sha1_hash32(g.encode("utf-8"))
-        values.append(value)
-    signature = template.copy()  # shares the template's permutations (building them is the costly part)
-    signature.update_batch(values)
-    return signature
+            from datasketch.hashfunc import sha1_hash32
+
+            if len(self.hashes) >= _SHINGLE_HASHES:
+                self.hashes.clear()
+            value = self.hashes[gram] = sha1_hash32(gram.encode("utf-8"))
+        return value
 
 
 def drop_duplicates(trajectories: Sequence[Trajectory], settings: Any) -> list[Duplicate]:
