@@ -44,7 +44,7 @@ def _quiet_bm25s() -> Iterator[None]:
         logger.setLevel(level)
 
 
-_FOUND = 8192  # search results kept (the query's tokens and k -> chunks)
+_FOUND = 4096  # search results kept (the query's tokens and k -> chunks)
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s.tokenize's default token_pattern
 
 

@@ -32,7 +32,7 @@ _STOP_WORDS = (
 _STOP = frozenset(_STOP_WORDS.split())
 
 
-@lru_cache(maxsize=4096)  # observations, questions and passages recur across conversations
+@lru_cache(maxsize=1024)  # observations, questions and passages recur across conversations
 def _text_terms(text: str) -> frozenset[str]:
     return frozenset(w for w in _WORD.findall(text.lower()) if len(w) >= 3 and w not in _STOP)
 

@@ -79,7 +79,7 @@ def terms(text: str, limit: int = 4) -> list[str]:
     return list(_terms(text, limit))
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=4096)
 def _terms(text: str, limit: int) -> tuple[str, ...]:  # questions and sentences are asked about again and again
     seen: list[str] = []
     lows: set[str] = set()
