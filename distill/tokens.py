@@ -102,7 +102,8 @@ def _encode_count(text: str, model: str) -> int:
     return len(encoding.encode_ordinary(text))
 
 
-_CACHE_CHARS = 32_000_000  # a model's cache of counted texts is emptied when its texts pass this many characters
+_CACHE_CHARS = 2_000_000  # a model's cache of counted texts is emptied when its texts pass this many characters (about
+# 3 MB: what repeats, the templates, tool lists and system prompts, is counted again once after each emptying)
 
 
 class _Counts(dict[str, int]):

@@ -7,12 +7,13 @@ document and chunk), its turns (each a user question and the agent's steps) and 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, Self, overload
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-__all__ = ["FINAL_ANSWER", "Attempt", "ConversationKind", "Outcome", "Plan", "Reason", "Step", "Trajectory", "Turn"]
+__all__ = ["FINAL_ANSWER", "Attempt", "ConversationKind", "Outcome", "Plan", "PlanList", "Reason", "Step", "Trajectory", "Turn", "plan_column"]
 
 ConversationKind = Literal["tool", "direct", "multi_turn"]
 Outcome = Literal["accepted", "rejected", "failed"]
@@ -65,6 +66,98 @@ class Plan(_Record):
     turns: int = Field(ge=1)
     tool: str | None = Field(default=None, description="the tool this conversation is meant to exercise")
     seed: int
+
+
+_PLAN_FIELDS = tuple(Plan.model_fields)
+
+
+class PlanList(Sequence[Plan]):
+    """A run's plans, held as rows of their field values (about 250 bytes a plan, where a `Plan` model takes
+    1.2 KB: the plan list is what a run holds whole), each built into a `Plan` when it is read. Appends, extends,
+    `+=`, slices (a `PlanList`) and `ids()` without building the models."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, plans: Iterable[Plan] = ()) -> None:
+        self._rows: list[tuple[Any, ...]] = []
+        self.extend(plans)
+
+    @staticmethod
+    def row(plan: Plan) -> tuple[Any, ...]:
+        """A plan's field values, in field order (equal rows: equal plans)."""
+        values = plan.__dict__
+        return tuple(values[name] for name in _PLAN_FIELDS)
+
+    def append(self, plan: Plan) -> None:
+        self._rows.append(self.row(plan))
+
+    def extend(self, plans: Iterable[Plan]) -> None:
+        if isinstance(plans, PlanList):
+            self._rows.extend(plans._rows)
+        else:
+            self._rows.extend(map(self.row, plans))
+
+    def __iadd__(self, plans: Iterable[Plan]) -> Self:
+        self.extend(plans)
+        return self
+
+    def __add__(self, plans: Iterable[Plan]) -> PlanList:
+        out = PlanList(self)
+        out.extend(plans)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, i: int) -> Plan: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> PlanList: ...
+
+    def __getitem__(self, i: int | slice) -> Plan | PlanList:
+        if isinstance(i, slice):
+            out = PlanList()
+            out._rows = self._rows[i]
+            return out
+        return _plan(self._rows[i])
+
+    def __iter__(self) -> Iterator[Plan]:
+        return map(_plan, self._rows)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PlanList):
+            return self._rows == other._rows
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"PlanList({len(self)} plans)"
+
+    def ids(self) -> list[str]:
+        """The plans' ids, in order."""
+        return [row[0] for row in self._rows]
+
+    def column(self, name: str) -> Iterator[Any]:
+        """One field of every plan, in order (e.g. `column("chunk_id")`)."""
+        at = _PLAN_FIELDS.index(name)
+        return (row[at] for row in self._rows)
+
+    def rows_by_id(self) -> dict[str, tuple[Any, ...]]:
+        """id -> the plan's row (compare with `PlanList.row(plan)`)."""
+        return {row[0]: row for row in self._rows}
+
+
+def plan_column(plans: Iterable[Plan], name: str) -> Iterator[Any]:
+    """One field of every plan, in order, without building models where `plans` is a `PlanList`."""
+    if isinstance(plans, PlanList):
+        return plans.column(name)
+    return (getattr(p, name) for p in plans)
+
+
+def _plan(row: tuple[Any, ...]) -> Plan:
+    return Plan(**dict(zip(_PLAN_FIELDS, row, strict=True)))
 
 
 class Attempt(_Record):

@@ -31,7 +31,7 @@ from distill.formats.base import Format
 from distill.generation.dedup import DedupIndex
 from distill.generation.questions import _counts, _eligible_tools
 from distill.generation.sources import Chunk
-from distill.trajectory import Plan, Trajectory
+from distill.trajectory import Plan, PlanList, Trajectory, plan_column
 
 __all__ = [
     "MAX_ROUNDS",
@@ -175,7 +175,7 @@ class MixCount:
         self.config, self.fmt = config, fmt
         self.model = config.export.model
         self.limit = config.export.max_example_tokens or example_limit(self.model)
-        self.dedup = DedupIndex(config.export.dedup)
+        self.dedup = DedupIndex(config.export.dedup, keep_found=False)
         self.requested: Counter[str] = Counter()
         self.got: Counter[str] = Counter()
         self.off: Counter[str] = Counter()
@@ -218,14 +218,14 @@ def plan_extra(
     """
     if not chunks or not any(wanted.values()):
         return []
-    start = max((p.index for p in plans), default=-1) + 1
+    start = max(plan_column(plans, "index"), default=-1) + 1
     rng = random.Random(f"distill-top-up:{config.generation.seed}:{start}")
     kinds = [k for k in KINDS for _ in range(wanted.get(k, 0))]
     rng.shuffle(kinds)
     chunk_order = list(range(len(chunks)))
     rng.shuffle(chunk_order)
     rank = {chunks[i].id: r for r, i in enumerate(chunk_order)}
-    usage = Counter(p.chunk_id for p in plans)
+    usage = Counter(plan_column(plans, "chunk_id"))
     tool_load = Counter(accepted_tools or {})
     tools = _eligible_tools(config)
     out: list[Plan] = []
@@ -256,7 +256,7 @@ def plan_extra(
 class TopUp:
     """All plans after topping up, and what the top-up did (the manifest's `top_up`)."""
 
-    plans: list[Plan]
+    plans: PlanList
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -272,13 +272,13 @@ async def top_up(
     chunks: Sequence[Chunk],
     plans: Sequence[Plan],
     counted: MixCount,
-    roll: Callable[[list[Plan]], Awaitable[Any]],
+    roll: Callable[[Sequence[Plan]], Awaitable[Any]],
 ) -> TopUp:
     """Roll out extra conversations for kinds short of their mix target, within the budget (see the module doc).
 
     `counted` has seen every conversation of `plans` (in plan order); `roll` rolls out extra plans and adds each of
     their conversations to it, in plan order."""
-    plans = list(plans)
+    plans = PlanList(plans)
     budget = extra_budget(config)
     used = 0
     rounds: list[dict[str, Any]] = []

@@ -6,7 +6,8 @@ and a later run that adds conversations never changes an earlier verdict):
 1. `duplicate_question`: the conversation's user messages, normalized (Unicode NFKC, case-folded, punctuation
    dropped, whitespace collapsed), equal those of a kept conversation.
 2. `duplicate_near_question`: the character-shingle Jaccard similarity of the normalized questions reaches
-   `export.dedup.near_threshold`. Candidates come from MinHash LSH (`datasketch`); each candidate is then verified
+   `export.dedup.near_threshold`. Candidates come from MinHash LSH (`datasketch`'s MinHash and banding, in the
+   smaller table of distill/generation/bands.py); each candidate is then verified
    by the exact Jaccard similarity of the two shingle sets, so no pair below the threshold is ever dropped.
 3. `duplicate_trajectory`: the same tool calls with the same inputs (case and whitespace ignored), turn by turn, as a
    kept conversation. Conversations that call no tool are left to the question checks.
@@ -99,16 +100,17 @@ class DedupIndex:
     needs: the normalized question of each kept conversation (for exact matches, and the exact Jaccard check of an
     LSH candidate), the kept tool-call keys and the MinHash LSH bands; never the conversations or shingle sets."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, keep_found: bool = True) -> None:
         self.settings = settings
+        self.keep_found = keep_found  # False: only verdicts (the mix count), no list of what was found
         self.enabled = bool(settings.enabled)
         self.near = settings.near_threshold
         self.lsh: Any = None
         self.signatures: _Signatures | None = None
         if self.enabled and self.near is not None:
-            from datasketch import MinHashLSH
+            from distill.generation.bands import Bands
 
-            self.lsh = MinHashLSH(threshold=self.near, num_perm=settings.num_perm)
+            self.lsh = Bands(self.near, settings.num_perm)  # datasketch's banding, a smaller table
             self.signatures = _Signatures(settings.num_perm)
         self.by_question: dict[str, int] = {}  # normalized question -> kept number
         self.kept: list[str] = []  # kept number -> conversation id
@@ -121,7 +123,7 @@ class DedupIndex:
         if not self.enabled:
             return None
         dup = self._find(t)
-        if dup is not None:
+        if dup is not None and self.keep_found:
             self.found.append(dup)
         return dup
 
@@ -135,7 +137,7 @@ class DedupIndex:
             grams = shingles(key, size)
             signature = self.signatures.of(grams)
             best_id, best = None, 0.0
-            for other in sorted(self.lsh.query(signature)):  # kept numbers, in order: ties, the earliest wins
+            for other in sorted(self.lsh.query(signature.hashvalues)):  # kept numbers, in order: ties, the earliest wins
                 similarity = _jaccard(grams, shingles(self.questions[other], size))
                 if similarity >= self.near and similarity > best:
                     best_id, best = other, similarity
@@ -151,7 +153,7 @@ class DedupIndex:
         if calls is not None:
             self.by_calls[calls] = number
         if signature is not None:
-            self.lsh.insert(number, signature)
+            self.lsh.insert(number, signature.hashvalues)
         return None
 
 

@@ -28,7 +28,7 @@ from distill.errors import DistillError
 from distill.generation.questions import _counts, _eligible_tools
 from distill.generation.sources import Chunk
 from distill.run_folder import REPORT_JSON
-from distill.trajectory import FINAL_ANSWER, Plan, Trajectory
+from distill.trajectory import FINAL_ANSWER, Plan, Trajectory, plan_column
 
 __all__ = ["FocusError", "FocusPlan", "plan_focus"]
 
@@ -144,9 +144,9 @@ def plan_focus(
     allotted = {keys[int(i)]: n for i, n in _counts(budget, shares).items()}
     digest = hashlib.sha256(report_path.read_bytes()).hexdigest()[:12]
     rng = random.Random(f"distill-focus:{config.generation.seed}:{digest}")
-    usage = Counter(p.chunk_id for p in plans)
+    usage = Counter(plan_column(plans, "chunk_id"))
     rank = {c.id: r for r, c in enumerate(rng.sample(list(pool), len(pool)))}
-    start = max((p.index for p in plans), default=-1) + 1
+    start = max(plan_column(plans, "index"), default=-1) + 1
     out: list[Plan] = []
     targets = []
     for kind, tool in keys:

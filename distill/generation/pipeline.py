@@ -12,7 +12,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,7 +40,7 @@ from distill.run_folder import (
 )
 from distill.teachers.base import Teacher
 from distill.teachers.batch import RequestPending, WavePending
-from distill.trajectory import Plan, Trajectory
+from distill.trajectory import Plan, PlanList, Trajectory, plan_column
 
 __all__ = ["GenerateResult", "default_run_dir", "generate", "load_trajectories", "reexport"]  # the last two: run_folder's
 
@@ -112,14 +112,14 @@ def _bar_tally(tally: dict[str, int]) -> dict[str, int]:
 
 
 async def _roll_all(
-    plans: list[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
+    plans: Sequence[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
     label: str = "conversations", sink: Callable[[Trajectory], None] | None = None,
 ) -> int:
     """Roll out `plans` (the ones not finished before); every finished conversation goes to the run's spool as it
     finishes, and to `sink` in plan order. Returns how many conversations `plans` have now."""
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
     run.add_plans(plans)  # a top-up's extra plans are on disk before their conversations are
-    ordered = InOrder([p.id for p in plans], run.spool, sink or (lambda t: None))
+    ordered = InOrder(list(plan_column(plans, "id")), run.spool, sink or (lambda t: None))
     tally = {"accepted": 0, "rejected": 0, "failed": 0}
     waiting = 0  # batch mode: conversations waiting for their wave's batch (distill/generation/waves.py)
     bar = _progress(len(plans), progress, label)
@@ -137,8 +137,9 @@ async def _roll_all(
         nonlocal waiting
         while not queue.empty() and run.stopped is None:
             i = queue.get_nowait()
+            plan = plans[i]
             try:
-                trajectory = await run_conversation(plans[i], chunks[plans[i].chunk_id], rollout)
+                trajectory = await run_conversation(plan, chunks[plan.chunk_id], rollout)
             except RunStopped as exc:  # circuit breaker or budget: the conversation resumes later
                 run.stop(exc)
                 return
@@ -164,7 +165,7 @@ async def _roll_all(
 
 
 async def _roll_and_top_up(
-    plans: list[Plan], chunks: list[Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
+    plans: Sequence[Plan], chunks: list[Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
     pilot: bool = False,
 ) -> Any:
     """Roll out the plans, then extra conversations for kinds short of the mix (distill/coverage.py), then judge."""
@@ -175,7 +176,7 @@ async def _roll_and_top_up(
     rounds = 0
     counted = MixCount(rollout.config, rollout.fmt)
 
-    async def roll(some: list[Plan]) -> int:  # the first call rolls the plans, later ones top up
+    async def roll(some: Sequence[Plan]) -> int:  # the first call rolls the plans, later ones top up
         nonlocal rounds
         rounds += 1
         label = "conversations" if rounds == 1 else f"top-up {rounds - 1}"
@@ -184,7 +185,7 @@ async def _roll_and_top_up(
     try:
         if pilot:  # distill estimate: a sample of the plans, no top-up
             await roll(plans)
-            topped = TopUp(plans, {"extra_conversations": 0, "pilot": len(plans)})
+            topped = TopUp(PlanList(plans), {"extra_conversations": 0, "pilot": len(plans)})
         else:
             await roll(plans)
             topped = await top_up(rollout.config, chunks, plans, counted, roll)
@@ -202,7 +203,7 @@ async def _draining(run: RunSession, rollout: Rollout, work: Awaitable[T]) -> T:
         return await work
 
 
-async def _judge(rollout: Rollout, plans: list[Plan], chunks: dict[str, Any], run: RunSession) -> None:
+async def _judge(rollout: Rollout, plans: Sequence[Plan], chunks: dict[str, Any], run: RunSession) -> None:
     """The judge stage (distill/generation/judge.py): verdicts stored on the records (the spool's latest version);
     export applies the thresholds."""
     from distill.generation.judge import judge_stream
@@ -213,7 +214,7 @@ async def _judge(rollout: Rollout, plans: list[Plan], chunks: dict[str, Any], ru
     documents = {k: c.text for k, c in chunks.items()}
     judged = [0]
     try:
-        async for t in judge_stream(rollout.config, spool.trajectories(p.id for p in plans), documents,
+        async for t in judge_stream(rollout.config, spool.trajectories(plan_column(plans, "id")), documents,
                                     rollout.teacher, judged=judged):
             if t.meta.get("judge") is not None or t.outcome == "failed":
                 spool.put(t)
@@ -232,7 +233,7 @@ class Prepared:
     skipped: list[Any]
     chunks: list[Any]
     index: ChunkIndex
-    plans: list[Plan]
+    plans: PlanList
 
     @property
     def texts(self) -> list[str]:
@@ -343,15 +344,15 @@ def generate(
     return GenerateResult._from(run_dir, exported)
 
 
-def _earlier_extra_plans(folder: RunFolder, plans: list[Plan]) -> list[Plan]:
+def _earlier_extra_plans(folder: RunFolder, plans: Sequence[Plan]) -> list[Plan]:
     """The plans of plans.jsonl beyond `plans` (the config's own): an earlier top-up's or focus round's."""
     from distill.run_folder import read_jsonl
 
-    own = {p.id for p in plans}
+    own = set(plan_column(plans, "id"))
     return [p for p in read_jsonl(folder.plans, Plan.model_validate_json) if p.id not in own]
 
 
-def _plan_focus(config: Config, run_dir: Path, chunks: list[Any], plans: list[Plan], report: str | Path,
+def _plan_focus(config: Config, run_dir: Path, chunks: list[Any], plans: Sequence[Plan], report: str | Path,
                 budget: int | None) -> Any:
     """The focused plans for `generate --focus`: read from the run's finished trajectories and split."""
     from distill.generation.focus import FocusError, plan_focus

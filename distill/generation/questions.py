@@ -17,7 +17,7 @@ from distill.errors import Rejection
 from distill.generation.sources import Chunk
 from distill.teachers.base import TeacherReply, TeacherRequest
 from distill.templates import template
-from distill.trajectory import ConversationKind, Plan
+from distill.trajectory import ConversationKind, Plan, PlanList
 
 __all__ = ["QuestionError", "parse_questions", "plan_conversations", "question_request"]
 
@@ -67,10 +67,10 @@ def _eligible_tools(config: Config) -> list[str]:
     return names or [config.tools[0].name]
 
 
-def plan_conversations(config: Config, chunks: list[Chunk]) -> list[Plan]:
+def plan_conversations(config: Config, chunks: list[Chunk]) -> PlanList:
     """The conversations to generate: exact mix counts, shuffled by seed; chunks and tools assigned in rotation."""
     if not chunks:
-        return []
+        return PlanList()
     gen = config.generation
     rng = random.Random(gen.seed)
     counts = _counts(gen.conversations, gen.mix.model_dump())
@@ -79,7 +79,7 @@ def plan_conversations(config: Config, chunks: list[Chunk]) -> list[Plan]:
     order = list(range(len(chunks)))
     rng.shuffle(order)
     tools = _eligible_tools(config)
-    plans: list[Plan] = []
+    plans = PlanList()
     for i, kind in enumerate(kinds):
         chunk = chunks[order[i % len(order)]]
         plans.append(

@@ -47,7 +47,7 @@ from distill.run_folder import (
 from distill.teachers.base import PacedTeacher, RunTeacher
 from distill.teachers.costs import Meter
 from distill.teachers.ledger import LEDGER_FILE, Ledger
-from distill.trajectory import Plan, Trajectory
+from distill.trajectory import Plan, PlanList, Trajectory, plan_column
 
 __all__ = ["RUN_STATE", "TRAJECTORIES", "RunSession", "fingerprint"]
 
@@ -100,10 +100,11 @@ def _read_finished(path: Path) -> tuple[dict[str, Trajectory], dict[str, str], i
     return finished, lines, dropped
 
 
-def _read_plans(path: Path) -> dict[str, Plan]:
-    """The plans a previous invocation wrote ({} when they cannot be read: then nothing is resumed)."""
+def _read_plans(path: Path) -> dict[str, tuple[Any, ...]]:
+    """The plans a previous invocation wrote, as rows by id ({} when they cannot be read: then nothing is
+    resumed)."""
     try:
-        return {p.id: p for p in read_jsonl(path, Plan.model_validate_json)}
+        return PlanList(read_jsonl(path, Plan.model_validate_json)).rows_by_id()
     except RunFolderError:
         return {}
 
@@ -120,8 +121,8 @@ class RunSession:
         self.ledger: Ledger | None = None
         self.meter: Meter | None = None
         self.stopped: RunStopped | None = None
-        self.plans: list[Plan] = []
-        self._planned_before: dict[str, Plan] = {}  # plans.jsonl as the previous invocation left it
+        self.plans = PlanList()
+        self._planned_before: dict[str, tuple[Any, ...]] = {}  # plans.jsonl as the previous invocation left it
         self._appender: Appender | None = None
         self.fingerprint: str | None = None  # of the run (set by `open`)
 
@@ -176,7 +177,7 @@ class RunSession:
                 write_text(path, "".join(lines.values()))
         elif path.exists():
             path.unlink()
-        session.plans = list(plans)
+        session.plans = PlanList(plans)
         write_jsonl(folder.plans, (p.model_dump() for p in plans))
         write_text(state_path, json.dumps({"fingerprint": print_, "config_hash": config.config_hash()}) + "\n")
         if paid:
@@ -200,7 +201,7 @@ class RunSession:
         if plan.id in self.spool:
             return self.spool.get(plan.id)
         finished = self.finished.get(plan.id)
-        if finished is None or self._planned_before.get(plan.id) != plan:
+        if finished is None or self._planned_before.get(plan.id) != PlanList.row(plan):
             return None
         self._resumed.add(plan.id)
         self.spool.put(self.finished.pop(plan.id))
@@ -213,7 +214,7 @@ class RunSession:
 
     def add_plans(self, plans: Sequence[Plan]) -> None:
         """Add plans not yet known (a top-up's extra plans) to plans.jsonl, before they are rolled out."""
-        known = {p.id for p in self.plans}
+        known = set(self.plans.ids())
         new = [p for p in plans if p.id not in known]
         if not new:
             return
@@ -268,7 +269,7 @@ class RunSession:
             self._appender.close()
             self._appender = None
         if self.run_dir is not None:
-            write_lines(RunFolder(self.run_dir).trajectories, self.spool.lines(p.id for p in plans))
+            write_lines(RunFolder(self.run_dir).trajectories, self.spool.lines(plan_column(plans, "id")))
         sections = self.manifest()
         self.close()
         return sections

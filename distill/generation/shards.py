@@ -25,16 +25,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from distill.atomic_files import sha256_of
 from distill.config import Config
 from distill.errors import DistillError
 from distill.run_folder import RunFolder, output_folder, read_jsonl, write_json, write_lines
 from distill.teachers.base import Teacher
-from distill.trajectory import Plan
+from distill.trajectory import Plan, PlanList, plan_column
 
 __all__ = ["MergeResult", "Shard", "ShardError", "ShardResult", "generate_shard", "merge_shards"]
+
+T = TypeVar("T")
 
 
 class ShardError(DistillError):
@@ -66,9 +68,9 @@ class Shard:
     def label(self) -> str:
         return f"{self.index}/{self.count}"
 
-    def select(self, plans: Sequence[Plan]) -> list[Plan]:
-        """This shard's plans, in plan order."""
-        return list(plans[self.index - 1 :: self.count])
+    def select(self, items: Sequence[T]) -> Sequence[T]:
+        """This shard's share of `items` (the plans, or their ids), in plan order; a `PlanList` of a `PlanList`."""
+        return items[self.index - 1 :: self.count]
 
 
 def _ids_digest(ids: Sequence[str]) -> str:
@@ -120,7 +122,7 @@ def generate_shard(
     write_json(folder.shard, {
         "shard": shard.index, "of": shard.count, "fingerprint": run.fingerprint, "config_hash": config.config_hash(),
         "config": str(config.path) if config.path else None, "plans": len(prepared.plans), "conversations": len(mine),
-        "plan_ids": _ids_digest([p.id for p in mine]), "outcomes": outcomes,
+        "plan_ids": _ids_digest(list(plan_column(mine, "id"))), "outcomes": outcomes,
         "seconds": round(time.perf_counter() - started, 3), **sections,
     })
     return ShardResult(prepared.run_dir, shard, outcomes)
@@ -240,10 +242,10 @@ def merge_shards(dirs: Sequence[str | Path], out: str | Path) -> MergeResult:
         raise ShardError(f"--out {out} holds a run already", hint="merge into a new (or empty) folder")
     by_shard = sorted(found, key=lambda f: f.shard.index)
     plans_path = _same_file(by_shard, "plans")
-    plans = read_jsonl(plans_path, Plan.model_validate_json)
+    plans = PlanList(read_jsonl(plans_path, Plan.model_validate_json)).ids()
     for f in by_shard:
         mine = f.shard.select(plans)
-        if _ids_digest([p.id for p in mine]) != f.info["plan_ids"]:
+        if _ids_digest(mine) != f.info["plan_ids"]:
             raise ShardError(f"{f.folder.shard}: its plans are not shard {f.shard.label} of {plans_path}",
                              hint="rerun the shard's command")
 
@@ -256,12 +258,12 @@ def merge_shards(dirs: Sequence[str | Path], out: str | Path) -> MergeResult:
     def interleaved() -> Any:
         readers = [f.folder.trajectories.open("rb") for f in by_shard]
         try:
-            for i, plan in enumerate(plans):
+            for i, plan_id in enumerate(plans):
                 line = readers[i % count].readline()
                 record = json.loads(line) if line.strip() else {}
-                if record.get("id") != plan.id:
+                if record.get("id") != plan_id:
                     where = by_shard[i % count].folder.trajectories
-                    raise ShardError(f"{where}: expected the conversation of plan {plan.id}, found "
+                    raise ShardError(f"{where}: expected the conversation of plan {plan_id}, found "
                                      f"{record.get('id') or 'the end of the file'}",
                                      hint="the shard is incomplete or was edited: rerun its command")
                 outcomes[record["outcome"]] += 1
