@@ -176,6 +176,27 @@ def test_generate_drops_seeded_duplicates_and_reexport_recomputes_them(fake_open
     assert reexport(config, tmp_path / "run").conversations["accepted"] == 5
 
 
+def test_signatures_equal_datasketch_hashing_the_shingles_itself(monkeypatch) -> None:
+    """The index hashes each shingle once (a kept table) and feeds MinHash the values: the signatures equal those
+    of a MinHash that hashes the UTF-8 shingles with its default sha1_hash32, also once the table is full."""
+    from datasketch import MinHash
+
+    from distill.generation import dedup
+
+    monkeypatch.setattr(dedup, "_SHINGLE_HASHES", 8)  # a table that overflows, and is cleared, along the way
+    index = dedup.DedupIndex(DedupConfig())
+    assert index.signatures is not None
+    texts = ["how does the retriever rank passages", "ünïcodé questions ✓ too", "how does the retriever rank",
+             "how does the retriever rank passages", "a", ""]
+    for text in texts:
+        grams = shingles(normalize(text), 5)
+        expected = MinHash(num_perm=DedupConfig().num_perm, seed=1)
+        expected.update_batch([g.encode("utf-8") for g in grams])
+        got = index.signatures.of(grams)
+        assert (got.hashvalues == expected.hashvalues).all() and got.hashvalues.dtype == expected.hashvalues.dtype
+        assert len(index.signatures.hashes) <= 8
+
+
 def test_bands_find_the_candidates_datasketch_finds() -> None:
     """distill's band table gives the same LSH candidates as datasketch's MinHashLSH on the same signatures."""
     import random

@@ -10,11 +10,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from distill.agent.tools import ToolBox
 from distill.cli import main
 from distill.config import load_config
+from distill.formats.langchain_actions import render_action
 from distill.generation.index import ChunkIndex
 from distill.generation.pipeline import generate, load_trajectories, reexport
 from distill.validation.lint import lint_file
@@ -154,3 +156,44 @@ def test_langchain_lines_of_openai_tools_trajectories_pass_the_runtime_replay(tm
     assert all(t.meta["format"] == "openai-tools" for t in trajectories)
     checked = replay_and_compare(chat, toolbox, trajectories, examples)
     assert checked > 40
+
+
+def _turn(question: str, answer: str, steps: list[Any]) -> Any:
+    from distill.trajectory import Step, Turn
+
+    final = Step(action="Final Answer", action_input=answer, raw="")
+    return Turn(question=question, steps=[*(Step(**s) for s in steps), final])
+
+
+@pytest.mark.parametrize("system_prompt", [None, "You help with ünïcode.\n\nSay \"hi\" \\ first."])
+def test_the_prompt_frame_renders_what_langchain_renders(make_config, system_prompt: str | None) -> None:
+    """The langchain-chat messages assembled from the prompt's frame (system, text around the input, the tool
+    response's text around the observation) equal LangChain's own rendering of every call, whatever the history
+    and the input hold."""
+    from distill.formats.langchain_chat import LangChainChatFormat
+
+    agent = {"format": "langchain-chat", "memory_window": 2, **({"system_prompt": system_prompt} if system_prompt
+                                                                 else {})}
+    fmt = LangChainChatFormat(make_config(agent=agent))
+    assert fmt._frame is not None and fmt._response is not None
+    search = {"action": "Vector Search Tool", "action_input": 'q "x"', "raw": "", "observation": "['a {b}', 'c\\n']"}
+    turns = [
+        _turn("What is {input}?", "It is {x}.", [search]),
+        _turn("Ünï\ncodé \u2028 </s>", "", [search, {**search, "observation": None}]),
+        _turn("And then?", "Done \\ \" '", []),
+        _turn("Last one", "ok", [search]),
+    ]
+    checked = 0
+    for i, turn in enumerate(turns):
+        for k in range(len(turn.steps)):
+            got = fmt.messages_for_step(turns[:i], turn.question, turn.steps[:k])
+            base = fmt._base_rendered(turns[:i], turn.question)
+            scratch = [m for s in turn.steps[:k] for m in (
+                {"role": "assistant", "content": render_action(s.action, s.action_input)},
+                {"role": "user", "content": fmt.template_tool_response.format(observation=s.observation)})]
+            assert got == base + scratch
+            checked += 1
+        line = fmt.render_turn(turns[:i], turn)["messages"]
+        assert [m.get("weight") for m in line[1:-1] if m["role"] == "assistant" and "weight" in m] == \
+            [0] * min(i, 2)
+    assert checked == 8

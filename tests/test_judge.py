@@ -227,3 +227,18 @@ def test_the_report_shows_score_distributions_and_the_judged_out(script, fake_op
     assert 'data-chart="judge"' in page and 'aria-label="judge chart"' in page
     first = next(iter(rejected.values()))
     assert first["detail"].split(": ", 1)[1] in page  # the judge's reason, next to the judged-out conversation
+
+
+def test_offline_terms_of_several_texts_are_the_terms_of_the_texts_joined() -> None:
+    """The offline judge reads each text's words once (cached) and unites them: the same words as reading the texts
+    joined by spaces, as it did before, for any texts (case, digits, Unicode, empty texts, words at the edges)."""
+    import random
+
+    from distill.generation.offline_judge import _STOP, _WORD, _terms
+
+    rng = random.Random(7)
+    alphabet = "abcXYZ019 _-'\n\tİKΣσς.ä"
+    for _ in range(300):
+        texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(12))) for _ in range(rng.randrange(4))]
+        joined = {w for w in _WORD.findall(" ".join(texts).lower()) if len(w) >= 3 and w not in _STOP}
+        assert _terms(*texts) == joined

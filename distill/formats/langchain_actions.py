@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 _FENCE = "```"
+_encode = json.encoder.encode_basestring
 _BLOCK = re.compile(r"```([^\n`]*)\n(.*?)```", re.DOTALL)
 
 
@@ -75,8 +76,9 @@ def render_action(action: str, action_input: str) -> str:
     Byte-identical to `json.dumps({"action": ..., "action_input": ...}, indent=4, ensure_ascii=False)` in a fence,
     written out because `indent` forces json's pure-Python encoder (tests check the equality).
     """
-    a = json.dumps(action, ensure_ascii=False)
-    i = json.dumps(action_input, ensure_ascii=False)
+    # json.dumps(s, ensure_ascii=False) of a str is encode_basestring(s), without building an encoder per call
+    a = _encode(action) if isinstance(action, str) else json.dumps(action, ensure_ascii=False)
+    i = _encode(action_input) if isinstance(action_input, str) else json.dumps(action_input, ensure_ascii=False)
     return f'{_FENCE}json\n{{\n    "action": {a},\n    "action_input": {i}\n}}\n{_FENCE}'
 
 

@@ -25,6 +25,9 @@ __all__ = ["STOP_SEQUENCES", "LangChainChatFormat"]
 STOP_SEQUENCES = ["\nObservation:", "\n\tObservation:"]
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
+# marker texts no prompt contains: rendered once in their place, they show where LangChain puts the input, the history
+# and a tool's observation (LangChainChatFormat._prompt_frame)
+_INPUT, _HUMAN, _AI = "\x00distill-input\x00", "\x00distill-human\x00", "\x00distill-ai\x00"
 
 
 def _langchain_tools(config: Config) -> list[Any]:
@@ -61,6 +64,9 @@ class LangChainChatFormat:
         last = self.prompt.messages[-1]
         if getattr(last, "variable_name", None) != "agent_scratchpad":  # the assembly messages_for_step relies on
             raise RuntimeError("LangChain's ConversationalChatAgent prompt no longer ends with agent_scratchpad")
+        self._frame = self._prompt_frame()
+        response = self.template_tool_response.format(observation=_INPUT)
+        self._response = tuple(response.split(_INPUT)) if response.count(_INPUT) == 1 else None
 
     # -- what the runtime sends ------------------------------------------------------------------------------
     def _history(self, earlier: Sequence[Turn]) -> list[Any]:
@@ -73,8 +79,43 @@ class LangChainChatFormat:
             messages.append(AIMessage(content=turn.answer or ""))
         return messages
 
+    def _prompt_frame(self) -> tuple[str, str, str] | None:
+        """(system, before, after): what LangChain's prompt renders around a history and an input, read once by
+        rendering it with marker texts; None when its messages do not have that plain shape (then every call is
+        rendered by LangChain itself). A call is then system, the history's messages verbatim and before + input +
+        after: the same text LangChain writes, at a fraction of the cost (`tests/test_parity.py` replays the
+        runtime; `tests/test_formats.py` compares both paths)."""
+        from langchain_core.messages import AIMessage, HumanMessage
+
+        history = [HumanMessage(content=_HUMAN), AIMessage(content=_AI)]
+        rendered = self.prompt.format_messages(input=_INPUT, chat_history=history, agent_scratchpad=[])
+        shape = [(m.type, m.content) for m in rendered]
+        if len(shape) != 4 or [t for t, _ in shape] != ["system", "human", "ai", "human"]:
+            return None
+        (_, system), (_, human), (_, ai), (_, suffix) = shape
+        if human != _HUMAN or ai != _AI or not isinstance(system, str) or not isinstance(suffix, str):
+            return None
+        if any(mark in system for mark in (_INPUT, _HUMAN, _AI)) or suffix.count(_INPUT) != 1:
+            return None
+        before, after = suffix.split(_INPUT)
+        return system, before, after
+
     def _base(self, earlier: Sequence[Turn], question: str) -> list[dict[str, Any]]:
-        """System, history and the SUFFIX human message, rendered by LangChain's prompt (cached per turn)."""
+        """System, history and the SUFFIX human message, as LangChain's prompt renders them."""
+        frame = self._frame
+        if frame is None:
+            return self._base_rendered(earlier, question)
+        system, before, after = frame
+        messages = [{"role": "system", "content": system}]
+        if self.memory_window:
+            for turn in list(earlier)[-self.memory_window :]:
+                messages.append({"role": "user", "content": turn.question})
+                messages.append({"role": "assistant", "content": turn.answer or ""})
+        messages.append({"role": "user", "content": before + question + after})
+        return messages
+
+    def _base_rendered(self, earlier: Sequence[Turn], question: str) -> list[dict[str, Any]]:
+        """`_base` rendered by LangChain's prompt itself (cached per turn)."""
         kept = list(earlier)[-self.memory_window :]
         key = (tuple((t.question, t.answer) for t in kept), question)
         cached = self._cache.get(key)
@@ -95,11 +136,15 @@ class LangChainChatFormat:
         `ConversationalChatAgent._construct_scratchpad` builds them) follow the rendered prompt.
         """
         messages = self._base(earlier, question)
+        response = self._response
         for step in steps:
             # The canonical blob, not the teacher's raw text: the student is trained to write exactly this, so at
             # run time its own output (action.log) in the scratchpad is this text too.
             messages.append({"role": "assistant", "content": render_action(step.action, step.action_input)})
-            observation = self.template_tool_response.format(observation=step.observation)
+            if response is not None:  # TEMPLATE_TOOL_RESPONSE's text around {observation}
+                observation = f"{response[0]}{step.observation}{response[1]}"
+            else:
+                observation = self.template_tool_response.format(observation=step.observation)
             messages.append({"role": "user", "content": observation})
         return messages
 
@@ -147,7 +192,7 @@ class LangChainChatFormat:
     def render_turn(self, earlier: Sequence[Turn], turn: Turn) -> dict[str, Any]:
         """One fine-tuning line: the runtime messages of the turn's last step, every step canonical, history at weight 0."""
         messages = self.messages_for_step(earlier, turn.question, turn.steps[:-1])
-        kept = len(self._history(earlier))
+        kept = 2 * len(list(earlier)[-self.memory_window :]) if self.memory_window else 0  # _history's messages
         for message in messages[1 : 1 + kept]:
             if message["role"] == "assistant":
                 message["weight"] = 0

@@ -106,13 +106,12 @@ class DedupIndex:
         self.enabled = bool(settings.enabled)
         self.near = settings.near_threshold
         self.lsh: Any = None
+        self.signatures: _Signatures | None = None
         if self.enabled and self.near is not None:
-            from datasketch import MinHash
-
             from distill.generation.bands import Bands
 
             self.lsh = Bands(self.near, settings.num_perm)  # datasketch's banding, a smaller table
-            self.template = MinHash(num_perm=settings.num_perm, seed=_MINHASH_SEED)
+            self.signatures = _Signatures(settings.num_perm)
         self.by_question: dict[str, int] = {}  # normalized question -> kept number
         self.kept: list[str] = []  # kept number -> conversation id
         self.questions: list[str] = []  # kept number -> normalized question
@@ -133,10 +132,10 @@ class DedupIndex:
         if key in self.by_question:
             return Duplicate(t.id, "duplicate_question", self.kept[self.by_question[key]], 1.0)
         signature = None
-        if self.lsh is not None:
+        if self.lsh is not None and self.signatures is not None:
             size = self.settings.shingle_chars
             grams = shingles(key, size)
-            signature = _minhash(grams, self.template)
+            signature = self.signatures.of(grams)
             best_id, best = None, 0.0
             for other in sorted(self.lsh.query(signature.hashvalues)):  # kept numbers, in order: ties, the earliest wins
                 similarity = _jaccard(grams, shingles(self.questions[other], size))
@@ -170,10 +169,41 @@ def find_duplicates(trajectories: Iterable[Trajectory], settings: Any) -> list[D
     return index.found
 
 
-def _minhash(grams: set[str], template: Any) -> Any:
-    signature = template.copy()  # shares the template's permutations (building them is the costly part)
-    signature.update_batch([g.encode("utf-8") for g in sorted(grams)])
-    return signature
+_SHINGLE_HASHES = 1 << 16  # shingles whose hash is kept (a question's shingles are mostly ones seen before)
+
+
+class _Signatures:
+    """MinHash signatures of shingle sets, equal to datasketch's own (`MinHash(num_perm, seed=1)` updated with the
+    UTF-8 shingles): each shingle's sha1_hash32, datasketch's default hash, is computed once and kept (they repeat
+    across conversations; at most _SHINGLE_HASHES at a time), and one MinHash is reset and reused, since the LSH
+    index keeps only the bytes of a signature's bands (`of` returns it: use it before the next call)."""
+
+    def __init__(self, num_perm: int) -> None:
+        from datasketch import MinHash
+
+        self.minhash = MinHash(num_perm=num_perm, seed=_MINHASH_SEED, hashfunc=int)  # fed hash values already
+        self.initial = self.minhash.hashvalues
+        self.initial.flags.writeable = False  # update_batch assigns a new array; this one is never written
+        self.hashes: dict[str, int] = {}
+
+    def of(self, grams: set[str]) -> Any:
+        """The MinHash of the shingles (the shared one, reset)."""
+        values = list(map(self.hashes.get, grams))
+        if None in values:
+            values = [self._hash(g) for g in grams]
+        self.minhash.hashvalues = self.initial
+        self.minhash.update_batch(values)
+        return self.minhash
+
+    def _hash(self, gram: str) -> int:
+        value = self.hashes.get(gram)
+        if value is None:
+            from datasketch.hashfunc import sha1_hash32
+
+            if len(self.hashes) >= _SHINGLE_HASHES:
+                self.hashes.clear()
+            value = self.hashes[gram] = sha1_hash32(gram.encode("utf-8"))
+        return value
 
 
 def drop_duplicates(trajectories: Sequence[Trajectory], settings: Any) -> list[Duplicate]:

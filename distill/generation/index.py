@@ -44,6 +44,7 @@ def _quiet_bm25s() -> Iterator[None]:
         logger.setLevel(level)
 
 
+_FOUND = 4096  # search results kept (the query's tokens and k -> chunks)
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s.tokenize's default token_pattern
 
 
@@ -66,7 +67,7 @@ def query_tokens(text: str) -> list[str]:
 class ChunkIndex:
     """BM25 over a fixed list of chunks; results are `Chunk` objects, best first."""
 
-    __slots__ = ("_bm25", "_chunks", "_vocab")
+    __slots__ = ("_bm25", "_chunks", "_found", "_vocab")
 
     def __init__(self, chunks: Sequence[Chunk], bm25: bm25s.BM25 | None) -> None:
         self._chunks = list(chunks)
@@ -74,6 +75,7 @@ class ChunkIndex:
         vocab: dict[str, int] = dict(bm25.vocab_dict) if bm25 is not None else {}
         vocab.pop("", None)  # bm25s's placeholder for token-less text; never a real query token
         self._vocab = vocab
+        self._found: dict[tuple[tuple[str, ...], int], tuple[Chunk, ...]] = {}  # (query tokens, k) -> result
 
     @classmethod
     def build(cls, chunks: Sequence[Chunk]) -> ChunkIndex:
@@ -148,17 +150,27 @@ class ChunkIndex:
         if self._bm25 is None or k < 1:
             return []
         k = min(k, len(self._chunks))
-        known = [t for t in query_tokens(query) if t in self._vocab]
+        known = tuple(t for t in query_tokens(query) if t in self._vocab)
         if not known:
             return []
-        scores = self._bm25.get_scores(known)
+        found = self._found.get((known, k))  # the index never changes, and searches repeat (a question's terms)
+        if found is None:
+            found = self._search(known, k)
+            if len(self._found) >= _FOUND:
+                self._found.clear()
+            self._found[(known, k)] = found
+        return list(found)
+
+    def _search(self, known: tuple[str, ...], k: int) -> tuple[Chunk, ...]:
+        assert self._bm25 is not None
+        scores = self._bm25.get_scores(list(known))
         if k < len(scores):
             # every chunk scoring at least the k-th best, so ties at the cut are broken by position in _ranked
             kth = np.partition(scores, len(scores) - k)[len(scores) - k]
             top = np.flatnonzero(scores >= kth)
         else:
             top = np.arange(len(scores))
-        return self._ranked(top, scores[top])[:k]
+        return tuple(self._ranked(top, scores[top])[:k])
 
     def search_many(self, queries: Sequence[str], k: int) -> list[list[Chunk]]:
         """`search` for each query (single-query scoring beats bm25s' batched `retrieve` here)."""

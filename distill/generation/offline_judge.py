@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from distill.trajectory import Trajectory
@@ -31,8 +32,17 @@ _STOP_WORDS = (
 _STOP = frozenset(_STOP_WORDS.split())
 
 
-def _terms(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if len(w) >= 3 and w not in _STOP}
+@lru_cache(maxsize=1024)  # observations, questions and passages recur across conversations
+def _text_terms(text: str) -> frozenset[str]:
+    return frozenset(w for w in _WORD.findall(text.lower()) if len(w) >= 3 and w not in _STOP)
+
+
+def _terms(*texts: str) -> set[str]:
+    """The content words of the texts joined by spaces: the union of each text's (a word never spans a space)."""
+    out: set[str] = set()
+    for text in texts:
+        out |= _text_terms(text)
+    return out
 
 
 def _score(share: float) -> int:
@@ -51,9 +61,9 @@ class OfflineJudge:
     def verdict(self, trajectory: Trajectory, document: str, criteria: Sequence[str]) -> dict[str, dict[str, Any]]:
         """{criterion: {"score": 1-5, "reason": one sentence}} for each criterion asked."""
         steps = [s for turn in trajectory.turns for s in turn.steps]
-        observed = _terms(" ".join(s.observation or "" for s in steps if not s.is_final))
-        answers = _terms(" ".join(turn.answer or "" for turn in trajectory.turns))
-        asked = _terms(" ".join(turn.question for turn in trajectory.turns))
+        observed = _terms(*(s.observation or "" for s in steps if not s.is_final))
+        answers = _terms(*(turn.answer or "" for turn in trajectory.turns))
+        asked = _terms(*(turn.question for turn in trajectory.turns))
         used = {s.action for s in steps if not s.is_final}
         out: dict[str, dict[str, Any]] = {}
         for criterion in criteria:

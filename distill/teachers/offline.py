@@ -44,8 +44,27 @@ def _sentence_words(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
     return tuple((s, frozenset(w.lower() for w in WORD.findall(s))) for s in (sentences(text) or [text]))
 
 
+@lru_cache(maxsize=2048)  # bounded: observations can be long
+def _words(text: str) -> frozenset[str]:
+    """The lower-cased words of a text (an observation: search results repeat, so this is read once per text)."""
+    return frozenset(w.lower() for w in WORD.findall(text))
+
+
 def _observed_words(steps: Any) -> set[str]:
-    return {w.lower() for s in steps for w in WORD.findall(s.observation or "")}
+    seen: set[str] = set()
+    for s in steps:
+        seen |= _words(s.observation or "")
+    return seen
+
+
+@lru_cache(maxsize=2048)
+def _documents(observation: str) -> tuple[Any, ...]:
+    """The documents a search observation lists (its text is the repr of a list), else the observation itself."""
+    try:
+        found = ast.literal_eval(observation)
+    except (ValueError, SyntaxError):
+        found = [observation]
+    return tuple(found) if isinstance(found, list) else ()
 
 
 class OfflineTeacher:
@@ -56,6 +75,9 @@ class OfflineTeacher:
     def __init__(self, config: Config) -> None:
         self.model = "offline-deterministic"
         self._config = config
+        self._tools: dict[str, Any] = {}  # config.tool(name), looked up at every step
+        for t in config.tools:
+            self._tools.setdefault(t.name, t)
         # A tool asked about numbers (a calculator): direct messages then ask no arithmetic (distill.teachers
         # .offline_direct), which that tool would answer in other conversations.
         self._computes = any(not t.searches and any(_DIGIT.search(e.question) for e in t.examples)
@@ -118,7 +140,7 @@ class OfflineTeacher:
         answer = direct_answer(question) if plan.kind == "direct" else None
         if answer is not None:
             return [(FINAL_ANSWER, answer)]
-        tool = self._config.tool(plan.tool) if plan.tool else None
+        tool = self._tools.get(plan.tool) if plan.tool else None
         if not steps:
             if tool is None:
                 return [(FINAL_ANSWER, "I'm not sure; could you rephrase that?")]
@@ -143,9 +165,9 @@ class OfflineTeacher:
         failed = next((s for s in batch if s.tool_error), None)
         if failed is not None:
             return [(FINAL_ANSWER, f"I tried to use {failed.action}, but it failed: {failed.observation}")]
-        tool = self._config.tool(last.action)
+        tool = self._tools.get(last.action)
         if tool is None or tool.searches:
-            searches = [s for s in steps if self._config.tool(s.action) is tool]
+            searches = [s for s in steps if self._tools.get(s.action) is tool]
             again = self._second_search(question, searches)
             if again is not None and tool is not None and len(steps) + 1 < self._config.agent.max_steps:
                 return [(tool.name, again)]
@@ -184,11 +206,7 @@ class OfflineTeacher:
     def _answer_from(question: str, *observations: str) -> str:
         docs: list[Any] = []
         for observation in observations:
-            try:
-                found = ast.literal_eval(observation)
-            except (ValueError, SyntaxError):
-                found = [observation]
-            docs.extend(found if isinstance(found, list) else [])
+            docs.extend(_documents(observation))
         if not docs:
             return "I couldn't find anything about that in the documents."
         chosen: list[str] = []

@@ -76,6 +76,11 @@ def sentences(text: str) -> list[str]:
 
 def terms(text: str, limit: int = 4) -> list[str]:
     """The first `limit` distinct content words of `text`, in order (search terms)."""
+    return list(_terms(text, limit))
+
+
+@lru_cache(maxsize=4096)
+def _terms(text: str, limit: int) -> tuple[str, ...]:  # questions and sentences are asked about again and again
     seen: list[str] = []
     lows: set[str] = set()
     for word in WORD.findall(text):
@@ -85,7 +90,7 @@ def terms(text: str, limit: int = 4) -> list[str]:
             lows.add(low)
         if len(seen) == limit:
             break
-    return seen
+    return tuple(seen)
 
 
 def _lemma(verb: str) -> str | None:
@@ -249,14 +254,24 @@ _QUOTED = ('What do the docs say about "{p}"?', 'What does "{p}" mean here?', 'I
 
 def _span(sentence: str, rng: random.Random) -> str | None:
     """A run of 2-5 words of the sentence that starts and ends on a content word (quoted, it reads as a quotation)."""
+    read = _spans(sentence)
+    if read is None:
+        return None
+    words, first, spans = read
+    start, end = rng.choice(spans) if spans else (first, first)
+    return " ".join(words[start : end + 1])
+
+
+@lru_cache(maxsize=4096)
+def _spans(sentence: str) -> tuple[tuple[str, ...], int, tuple[tuple[int, int], ...]] | None:
+    """The sentence's words, its first content word and the spans `_span` draws from; None without content words."""
     words = [w.strip(",;:.!?()\"'`*") for w in sentence.split()]
     content = [k for k, w in enumerate(words) if w.lower() not in STOP and _PLAIN.fullmatch(w or "-")]
     if not content:
         return None
-    spans = [(a, b) for a in content for b in content
-             if a < b <= a + 4 and all(_PLAIN.fullmatch(w or "-") for w in words[a : b + 1])]
-    start, end = rng.choice(spans) if spans else (content[0], content[0])
-    return " ".join(words[start : end + 1])
+    spans = tuple((a, b) for a in content for b in content
+                  if a < b <= a + 4 and all(_PLAIN.fullmatch(w or "-") for w in words[a : b + 1]))
+    return tuple(words), content[0], spans
 
 
 def _quoted(pool: list[str], rng: random.Random) -> str:
@@ -269,7 +284,6 @@ def _quoted(pool: list[str], rng: random.Random) -> str:
 def first_question(text: str, rng: random.Random) -> str:
     """A user's first question about the chunk `text`: a sentence's question, a pair, a comparison or a quotation."""
     pool = sentences(text) or [text]
-    asked = [(s, f) for s in pool for f in _forms(s)]
     roll = rng.random()
     if len(pool) >= 2 and roll < 0.3:
         i, j = sorted(rng.sample(range(len(pool)), 2))
@@ -286,9 +300,15 @@ def first_question(text: str, rng: random.Random) -> str:
             form = rng.choice(("What's the difference between {x} and {y}?", "How does {x} compare with {y}?",
                                "How do {x} and {y} relate?"))
             return form.format(x=x, y=y)
-    if asked and roll >= 0.5:
-        return _opened(rng.choice(asked)[1], rng)
+    if roll >= 0.5 and (asked := _asked(text)):
+        return _opened(rng.choice(asked), rng)
     return _quoted(pool, rng)
+
+
+@lru_cache(maxsize=4096)
+def _asked(text: str) -> tuple[str, ...]:
+    """Every question the chunk's sentences support, sentence by sentence."""
+    return tuple(f for s in (sentences(text) or [text]) for f in _forms(s))
 
 
 _FOLLOW = ("And {q}", "Thanks. {Q}", "One more: {q}", "Follow-up: {q}", "OK, and {q}", "Got it. {Q}")
@@ -308,13 +328,18 @@ def follow_up(text: str, earlier: list[str], rng: random.Random) -> str:
 
 def parts(question: str) -> list[str]:
     """The parts of a question that asks two things (each needs its own evidence); else [question]."""
+    return list(_parts(question))
+
+
+@lru_cache(maxsize=4096)
+def _parts(question: str) -> tuple[str, ...]:  # each step of a conversation asks again
     between = re.search(r"difference between (.+) and (.+)\?$", question)
     if between:
-        return [between.group(1), between.group(2)]
+        return between.group(1), between.group(2)
     for pattern in (r" compare with ", r"^How do (.+) and (.+) relate\?$", r"\? (?:And|Also,|Related:) "):
         found = re.search(pattern, question)
         if found and found.groups():
-            return [found.group(1), found.group(2)]
+            return found.group(1), found.group(2)
         if found:
-            return [question[: found.start() + (1 if found.group().startswith("?") else 0)], question[found.end():]]
-    return [question]
+            return question[: found.start() + (1 if found.group().startswith("?") else 0)], question[found.end():]
+    return (question,)
