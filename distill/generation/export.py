@@ -214,6 +214,7 @@ def export_run(
     repeated: Counter[str] = Counter()
     tally, coverage = _Tally(), Coverage(config)
     pairs_wanted = config.export.preferences
+    dropped: set[str] = set()  # ids export's checks rejected, for the preference pass (only when pairs are wanted)
     try:
         with spool_path.open("rb") as spool, parts["train"].open("wb") as train, \
                 parts["validation"].open("wb") as val, parts["rejected"].open("wb") as bad:
@@ -223,6 +224,8 @@ def export_run(
                 if head.startswith(b"R"):  # rejected by export's checks in the first pass
                     reason, detail = json.loads(head[1:])
                     t.reject("export", reason, detail, None)
+                    if pairs_wanted:
+                        dropped.add(t.id)
                 tally.add(t)
                 coverage.add(t)
                 if t.outcome != "accepted":
@@ -306,7 +309,7 @@ def export_run(
         from distill.generation.preferences import PREFERENCE_FILES, build_preferences
 
         pairs, manifest["preferences"] = build_preferences(
-            _final(read, verdicts, verdict), fmt, validation_docs, model=model, limit=limit)
+            _final(read, verdicts, dropped), fmt, validation_docs, model=model, limit=limit)
         for split, name in PREFERENCE_FILES.items():
             write_jsonl(run_dir / name, pairs[split])
     if extra_manifest:
@@ -335,14 +338,12 @@ def _export_check(config: Config, t: Trajectory, fmt: Format, model: str, limit:
     return rendered
 
 
-def _final(read: Callable[[], Iterable[Trajectory]], verdicts: Verdicts,
-           verdict: dict[str, tuple[str, str]]) -> Iterator[Trajectory]:
-    """The accepted conversations with their final outcome (a third pass, for the preference pairs)."""
+def _final(read: Callable[[], Iterable[Trajectory]], verdicts: Verdicts, dropped: set[str]) -> Iterator[Trajectory]:
+    """The conversations accepted in the end (a third pass, for the preference pairs): not rejected by the judge's
+    thresholds, nor in `dropped` by export's checks."""
     for t in read():
         verdicts.apply(t, count=False)
-        if t.outcome == "accepted" and t.id in verdict:
-            t.reject("export", *verdict[t.id], None)
-        if t.outcome == "accepted":
+        if t.outcome == "accepted" and t.id not in dropped:
             yield t
 
 
