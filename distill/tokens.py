@@ -102,22 +102,28 @@ def _encode_count(text: str, model: str) -> int:
     return len(encoding.encode_ordinary(text))
 
 
-_CACHE_CHARS = 2_000_000  # a model's cache of counted texts is emptied when its texts pass this many characters (about
-# 3 MB: what repeats, the templates, tool lists and system prompts, is counted again once after each emptying)
+_CACHE_CHARS = 4_000_000  # a model's cache of counted texts holds about this many characters, twice at most
 
 
 class _Counts(dict[str, int]):
-    """Token counts of texts for one model, counted on first use (`counts[text]`)."""
+    """Token counts of texts for one model, counted on first use (`counts[text]`), in two generations: when the
+    texts counted pass `_CACHE_CHARS` characters the cache becomes the old generation and a new one starts; a text
+    found in the old one moves to the new. What repeats (templates, tool lists, system prompts) stays; what was
+    counted once is dropped with its generation, so memory is bounded (about 10 MB) however long the run."""
 
     def __init__(self, model: str) -> None:
         super().__init__()
         self.model = model
         self.chars = 0
+        self.old: dict[str, int] = {}
 
     def __missing__(self, text: str) -> int:
-        n = _encode_count(text, self.model)
+        n = self.old.get(text)
+        if n is None:
+            n = _encode_count(text, self.model)
         self.chars += len(text)
         if self.chars > _CACHE_CHARS:
+            self.old = dict(self)
             self.clear()
             self.chars = len(text)
         self[text] = n

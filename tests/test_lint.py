@@ -460,3 +460,26 @@ def test_segmented_token_counts_equal_whole_text_counts():
             assert count_text(text, model) == expected, text
             assert count_text(text, model) == expected  # again, from the cache
     assert sum(len(t) >= _SEGMENTED and "\n" in t for t in texts) > 1000  # the segmented path was exercised
+
+
+def test_token_count_cache_is_bounded_and_keeps_what_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two-generation count cache: exact counts, a repeated text survives the turnover, memory stays bounded."""
+    import distill.tokens as tokens
+
+    monkeypatch.setattr(tokens, "_CACHE_CHARS", 2_000)
+    counts = tokens._Counts("gpt-4o-mini-2024-07-18")
+    calls: list[str] = []
+    real = tokens._encode_count
+
+    def counting(text: str, model: str) -> int:
+        calls.append(text)
+        return real(text, model)
+
+    monkeypatch.setattr(tokens, "_encode_count", counting)
+    system = "You are a helpful assistant. Answer from the documents. " * 4
+    for i in range(400):
+        text = f"question {i}: what does section {i * 7} of the guide say about retries and back-off?"
+        assert counts[text] == real(text, counts.model)
+        assert counts[system] == real(system, counts.model)
+        assert sum(map(len, counts)) + sum(map(len, counts.old)) <= 2 * 2_000 + len(system) + len(text)
+    assert calls.count(system) == 1  # counted once, kept across every generation
