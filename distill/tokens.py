@@ -102,14 +102,14 @@ def _encode_count(text: str, model: str) -> int:
     return len(encoding.encode_ordinary(text))
 
 
-_CACHE_CHARS = 4_000_000  # a model's cache of counted texts holds about this many characters, twice at most
+_CACHE_CHARS = 1_000_000  # a model's cache of counted texts holds about this many characters, twice at most
 
 
 class _Counts(dict[str, int]):
     """Token counts of texts for one model, counted on first use (`counts[text]`), in two generations: when the
     texts counted pass `_CACHE_CHARS` characters the cache becomes the old generation and a new one starts; a text
     found in the old one moves to the new. What repeats (templates, tool lists, system prompts) stays; what was
-    counted once is dropped with its generation, so memory is bounded (about 10 MB) however long the run."""
+    counted once is dropped with its generation, so memory is bounded (about 3 MB) however long the run."""
 
     def __init__(self, model: str) -> None:
         super().__init__()
