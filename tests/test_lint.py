@@ -464,7 +464,7 @@ def test_segmented_token_counts_equal_whole_text_counts():
 
 def test_token_count_cache_is_bounded_and_keeps_what_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
     """The two-generation count cache: exact counts, a repeated text survives the turnover, memory stays bounded."""
-    import distill.tokens as tokens
+    from distill import tokens
 
     monkeypatch.setattr(tokens, "_CACHE_CHARS", 2_000)
     counts = tokens._Counts("gpt-4o-mini-2024-07-18")
