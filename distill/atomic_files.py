@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,44 +98,37 @@ def write_lines(path: Path, lines: Iterable[bytes]) -> None:
     _atomic(path, lines)
 
 
+def _encoded(pieces: Iterable[str]) -> Iterator[bytes]:
+    """Text pieces joined into UTF-8 blocks of about `_BUFFER` characters (the whole text is never built)."""
+    block: list[str] = []
+    size = 0
+    for piece in pieces:
+        block.append(piece)
+        size += len(piece)
+        if size >= _BUFFER:
+            yield "".join(block).encode("utf-8")
+            block, size = [], 0
+    yield "".join(block).encode("utf-8")
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write `data` as indented JSON (UTF-8, no ASCII escaping) atomically, encoded in blocks as it is written
-    (the text of a large manifest is never built whole: json's indented encoder is pure Python, a string a token)."""
-
-    def blocks() -> Iterable[bytes]:
-        block: list[str] = []
-        size = 0
-        for piece in json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(data):
-            block.append(piece)
-            size += len(piece)
-            if size >= 1 << 16:
-                yield "".join(block).encode("utf-8")
-                block, size = [], 0
-        block.append("\n")
-        yield "".join(block).encode("utf-8")
-
-    _atomic(path, blocks())
+    (json's indented encoder is pure Python, a string a token: a large manifest's text is never built whole)."""
+    pieces = json.JSONEncoder(indent=2, ensure_ascii=False).iterencode(data)
+    _atomic(path, _encoded(itertools.chain(pieces, ["\n"])))
 
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
     """Write rows (dicts, or pydantic models) as JSON lines atomically; returns the number written."""
     count = 0
 
-    def chunks() -> Iterable[bytes]:
+    def lines() -> Iterator[str]:
         nonlocal count
-        buffer: list[str] = []
-        size = 0
         for row in rows:
-            line = (row.model_dump_json() if isinstance(row, BaseModel) else json.dumps(row, ensure_ascii=False)) + "\n"
-            buffer.append(line)
-            size += len(line)
             count += 1
-            if size >= _BUFFER:
-                yield "".join(buffer).encode("utf-8")
-                buffer, size = [], 0
-        yield "".join(buffer).encode("utf-8")
+            yield (row.model_dump_json() if isinstance(row, BaseModel) else json.dumps(row, ensure_ascii=False)) + "\n"
 
-    _atomic(path, chunks())
+    _atomic(path, _encoded(lines()))
     return count
 
 
