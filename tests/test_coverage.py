@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from distill.formats.langchain_actions import render_action
-from distill.generation.coverage import plan_extra
 from distill.generation.pipeline import generate
 from distill.generation.questions import plan_conversations
 from distill.generation.sources import chunk_documents, load_documents
+from distill.generation.top_up import plan_extra
 from tests.fake_openai import FakeResponse
 
 WORDS = [
@@ -97,7 +97,7 @@ def test_skewed_acceptance_still_meets_the_mix_with_extra_conversations(fake_ope
 def test_without_budget_the_shortfall_is_reported_not_hidden(fake_openai, make_config, tmp_path, caplog) -> None:
     fake_openai.chat_script = _skewed_teacher()
     config = _config(make_config, max_extra_conversations=0)
-    with caplog.at_level(logging.WARNING, logger="distill.generation.coverage"):
+    with caplog.at_level(logging.WARNING, logger="distill.generation.top_up"):
         result = generate(config, tmp_path / "run", progress=False)
     manifest = json.loads(result.manifest.read_text())
     assert manifest["conversations"]["requested"] == 20

@@ -301,7 +301,7 @@ def test_a_direct_conversation_that_called_a_tool_does_not_meet_the_direct_quota
     assert manifest["coverage"]["mix_met"] is False and manifest["top_up"]["mix_met"] is False
 
 
-def test_the_bars_say_what_they_count_and_the_top_up_has_its_own(fake_openai, make_config, tmp_path, capsys) -> None:
+def test_the_bar_says_what_it_counts_and_grows_with_the_top_up(fake_openai, make_config, tmp_path, capsys) -> None:
     from tests.test_coverage import _skewed_teacher
 
     fake_openai.chat_script = _skewed_teacher()
@@ -309,9 +309,10 @@ def test_the_bars_say_what_they_count_and_the_top_up_has_its_own(fake_openai, ma
                          generation={"conversations": 20, "seed": 3,
                                      "mix": {"tool": 0.5, "direct": 0.3, "multi_turn": 0.2}})
     result = generate(config, tmp_path / "run", progress=True)
-    assert json.loads(result.manifest.read_text())["top_up"]["extra_conversations"] > 0
-    err = capsys.readouterr().err
-    assert "conversations: 100%" in err and "top-up 1: 100%" in err
+    extra = json.loads(result.manifest.read_text())["top_up"]["extra_conversations"]
+    assert extra > 0
+    err = capsys.readouterr().err  # one bar to the end of the run: the top-up joins it while it runs
+    assert f"conversations (top-up +{extra}): 100%" in err and f" {20 + extra}/{20 + extra} " in err
     assert "validated=" in err and "accepted=" not in err  # counted before export's dedup: not called "accepted"
 
 

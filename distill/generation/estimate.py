@@ -95,8 +95,8 @@ def estimate(
     config: Config, out: str | Path | None = None, *, pilot: int = 10, progress: bool = True, force: bool = False
 ) -> Estimate:
     """Run a pilot of `pilot` conversations in the run folder and project the full run."""
-    from distill.generation.coverage import extra_budget
     from distill.generation.pipeline import generate
+    from distill.generation.top_up import extra_budget
 
     if not force:
         _refuse_full_run(Path(out) if out is not None else default_run_dir(config))

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from distill.generation.resume import RunSession
 from distill.generation.rollout import Rollout, run_conversation
 from distill.generation.sources import chunk_documents, load_documents
 from distill.generation.spool import InOrder
+from distill.generation.top_up import TopUp
 from distill.run_folder import (
     MANIFEST,
     RunFolder,
@@ -112,31 +114,54 @@ def _bar_tally(tally: dict[str, int]) -> dict[str, int]:
 
 
 async def _roll_all(
-    plans: Sequence[Plan], chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
-    label: str = "conversations", sink: Callable[[Trajectory], None] | None = None,
+    plans: PlanList, chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
+    top_up: TopUp | None = None,
 ) -> int:
     """Roll out `plans` (the ones not finished before); every finished conversation goes to the run's spool as it
-    finishes, and to `sink` in plan order. Returns how many conversations `plans` have now."""
+    finishes. With `top_up` (whose `plans` is `plans`), each goes to it in plan order as well, and the extra plans it
+    decides join the queue while the rest are in flight (distill/generation/top_up.py). Returns how many
+    conversations `plans` have now."""
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
-    run.add_plans(plans)  # a top-up's extra plans are on disk before their conversations are
-    ordered = InOrder(list(plan_column(plans, "id")), run.spool, sink or (lambda t: None))
+    run.add_plans(plans)
+    ids = list(plan_column(plans, "id"))
+    ordered = InOrder(ids, run.spool, top_up.add if top_up is not None else (lambda t: None))
     tally = {"accepted": 0, "rejected": 0, "failed": 0}
     waiting = 0  # batch mode: conversations waiting for their wave's batch (distill/generation/waves.py)
-    bar = _progress(len(plans), progress, label)
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(len(plans)):
-        done = run.done(plans[i])  # finished before a resume, or by an earlier wave
-        if done is None:
-            queue.put_nowait(i)
-        else:
-            ordered.done(i, done)
-            tally[done.outcome] += 1
-    bar.update(len(plans) - queue.qsize())
+    bar = _progress(len(plans), progress)
+    queue: deque[int] = deque()
+    active: set[asyncio.Task[None]] = set()
+    most = max(1, rollout.config.teacher.concurrency * 2)
+
+    def finished(i: int, trajectory: Trajectory) -> None:
+        ordered.done(i, trajectory)
+        tally[trajectory.outcome] += 1
+        bar.update(1)
+        if top_up is None:
+            return
+        extra = top_up.take()
+        if extra:  # a top-up decision: its plans are on disk before their conversations are
+            run.add_plans(extra)
+            ids.extend(plan_column(extra, "id"))
+            bar.total = len(plans)
+            bar.set_description(f"conversations (top-up +{top_up.used})", refresh=False)
+            admit(len(plans) - len(extra))
+
+    def admit(start: int) -> None:
+        for i in range(start, len(plans)):
+            done = run.done(plans[i])  # finished before a resume, or by an earlier wave
+            if done is None:
+                queue.append(i)
+            else:
+                finished(i, done)
+        while queue and len(active) < most and run.stopped is None:
+            task = asyncio.ensure_future(worker())
+            active.add(task)
+            task.add_done_callback(active.discard)
 
     async def worker() -> None:
         nonlocal waiting
-        while not queue.empty() and run.stopped is None:
-            i = queue.get_nowait()
+        while queue and run.stopped is None:
+            i = queue.popleft()
             plan = plans[i]
             try:
                 trajectory = await run_conversation(plan, chunks[plan.chunk_id], rollout)
@@ -147,15 +172,21 @@ async def _roll_all(
                 waiting += 1
                 continue
             run.record(trajectory)  # to the spool (the next wave, in batch mode, does not run it again)
-            ordered.done(i, trajectory)
-            tally[trajectory.outcome] += 1
-            bar.update(1)
+            finished(i, trajectory)
             if bar.n % 25 == 0 or bar.n == len(plans) or run.metered:
                 bar.set_postfix(run.postfix(_bar_tally(tally)), refresh=False)
 
-    workers = max(1, min(len(plans), rollout.config.teacher.concurrency * 2))
     try:
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        if top_up is not None:
+            top_up.check()  # no conversation at all: the top-up ends here
+            top_up.take()  # (admitted with the rest)
+        admit(0)
+        while active:
+            await asyncio.gather(*active)
+    except BaseException:
+        for task in active:
+            task.cancel()
+        raise
     finally:
         bar.close()
     run.check_stopped()
@@ -168,27 +199,20 @@ async def _roll_and_top_up(
     plans: Sequence[Plan], chunks: list[Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
     pilot: bool = False,
 ) -> Any:
-    """Roll out the plans, then extra conversations for kinds short of the mix (distill/coverage.py), then judge."""
-    from distill.generation.coverage import MixCount, TopUp, top_up
+    """Roll out the plans and, as they finish, extra conversations for kinds short of the mix
+    (distill/generation/top_up.py), then judge. Returns the `TopUp` (its plans, its summary)."""
+    from distill.generation.coverage import MixCount
 
     by_id = {c.id: c for c in chunks}
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
-    rounds = 0
     counted = MixCount(rollout.config, rollout.fmt)
-
-    async def roll(some: Sequence[Plan]) -> int:  # the first call rolls the plans, later ones top up
-        nonlocal rounds
-        rounds += 1
-        label = "conversations" if rounds == 1 else f"top-up {rounds - 1}"
-        return await _roll_all(some, by_id, rollout, progress, run, label, None if pilot else counted.add)
-
+    topped = TopUp(rollout.config, chunks, plans, counted)
     try:
-        if pilot:  # distill estimate: a sample of the plans, no top-up
-            await roll(plans)
-            topped = TopUp(PlanList(plans), {"extra_conversations": 0, "pilot": len(plans)})
+        if pilot:  # distill estimate, a shard: these plans only, no top-up
+            topped.pilot = len(plans)
+            await _roll_all(topped.plans, by_id, rollout, progress, run)
         else:
-            await roll(plans)
-            topped = await top_up(rollout.config, chunks, plans, counted, roll)
+            await _roll_all(topped.plans, by_id, rollout, progress, run, topped)
         await _judge(rollout, topped.plans, by_id, run)
         return topped
     finally:
