@@ -118,6 +118,10 @@ def main() -> None:
           f"generate wall {wall:.1f} s")
     print(f"ceiling {ceiling:.0f}/s; held {100 * held:.1f}% of it from the first to the last request (target >= 97%)")
     print(f"gaps > 0.25 s without an admitted request (at s, length s): {gaps or 'none'}")
+    per_s = [0] * (int(span) + 1)
+    for t in admitted:
+        per_s[int(t - admitted[0])] += 1
+    print(f"admitted per second: {' '.join(map(str, per_s))}")
 
 
 if __name__ == "__main__":

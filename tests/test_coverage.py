@@ -94,6 +94,35 @@ def test_skewed_acceptance_still_meets_the_mix_with_extra_conversations(fake_ope
     assert sum(d["accepted"] for d in cov["by_document"].values()) == c["accepted"]
 
 
+def test_the_top_up_starts_while_the_last_conversations_are_in_flight(fake_openai, make_config, tmp_path) -> None:
+    # The last conversation of the planned 40 is held at the endpoint until a 41st questions request (a top-up
+    # conversation's) arrives: a top-up that waited for the planned conversations to drain would never send it.
+    skewed, lock = _skewed_teacher(), threading.Lock()
+    asked, top_up_started, held = itertools.count(1), threading.Event(), []
+
+    def script(body: dict) -> FakeResponse | str:
+        answer = skewed(body)
+        if body.get("response_format"):
+            with lock:
+                n = next(asked)
+            if n == 41:
+                top_up_started.set()
+            if n == 40:  # the last questions request of the planned conversations: mark its questions
+                questions = json.loads(str(answer))["questions"]
+                return json.dumps({"questions": [q + " LAST" for q in questions]})
+        elif "LAST" in body["messages"][-1]["content"] and "TOOL RESPONSE" not in body["messages"][-1]["content"]:
+            held.append(top_up_started.wait(5))  # True: the top-up started while this one was held
+        return answer
+
+    fake_openai.chat_script = script
+    config = _config(make_config, conversations=40)
+    manifest = json.loads(generate(config, tmp_path / "run", progress=False).manifest.read_text())
+    assert held == [True]
+    first = manifest["top_up"]["rounds"][0]
+    assert first["after"] == 40 - 40 // 5  # decided at a fixed count in plan order, with 8 conversations to come
+    assert manifest["top_up"]["mix_met"] and manifest["conversations"]["requested"] > 40
+
+
 def test_without_budget_the_shortfall_is_reported_not_hidden(fake_openai, make_config, tmp_path, caplog) -> None:
     fake_openai.chat_script = _skewed_teacher()
     config = _config(make_config, max_extra_conversations=0)

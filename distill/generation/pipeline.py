@@ -206,6 +206,10 @@ async def _roll_and_top_up(
     by_id = {c.id: c for c in chunks}
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
     counted = MixCount(rollout.config, rollout.fmt)
+    if not pilot:  # the tokenizer (0.5 s to load) before the first request, not at the first count, mid-run
+        from distill.tokens import encoding_for
+
+        encoding_for(counted.model)
     topped = TopUp(rollout.config, chunks, plans, counted)
     try:
         if pilot:  # distill estimate, a shard: these plans only, no top-up
