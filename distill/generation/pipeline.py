@@ -1,7 +1,8 @@
 """The `generate` pipeline: wires the stages into a run folder (its names and writes: distill/run_folder.py); no stage
 logic lives here.
 
-config -> sources/chunks -> BM25 index -> plans -> (questions + rollouts, concurrently) -> judge -> export. Each stage writes
+config -> sources/chunks -> BM25 index -> plans -> (questions + rollouts + the mix top-up, concurrently:
+distill/generation/scheduler.py) -> judge -> export. Each stage writes
 its artifact into the run folder: `index/` (with `chunks.jsonl`), `plans.jsonl`, `trajectories.jsonl`, then the dataset
 files and `manifest.json`.
 """
@@ -12,24 +13,22 @@ import asyncio
 import logging
 import sys
 import time
-from collections import deque
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from distill.agent.tools import ToolBox
 from distill.config import Config
-from distill.errors import DistillError, RunFolderError, RunStopped
+from distill.errors import DistillError, RunFolderError
 from distill.formats import get_format
 from distill.generation.export import ExportResult, export_run
 from distill.generation.index import ChunkIndex
 from distill.generation.questions import plan_conversations
 from distill.generation.resume import RunSession
-from distill.generation.rollout import Rollout, run_conversation
+from distill.generation.rollout import Rollout
+from distill.generation.scheduler import draining, roll_and_top_up
 from distill.generation.sources import chunk_documents, load_documents
-from distill.generation.spool import InOrder
-from distill.generation.top_up import TopUp
 from distill.run_folder import (
     MANIFEST,
     RunFolder,
@@ -41,15 +40,11 @@ from distill.run_folder import (
     write_jsonl,
 )
 from distill.teachers.base import Teacher
-from distill.teachers.batch import RequestPending, WavePending
 from distill.trajectory import Plan, PlanList, Trajectory, plan_column
 
 __all__ = ["GenerateResult", "default_run_dir", "generate", "load_trajectories", "reexport"]  # the last two: run_folder's
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
 
 @dataclass
 class GenerateResult:
@@ -76,12 +71,6 @@ class GenerateResult:
         )
 
 
-def _progress(total: int, enabled: bool, label: str = "conversations") -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=label, unit="conv", disable=not enabled, dynamic_ncols=True)
-
-
 def _stage(progress: bool, line: str) -> None:
     """A line on the terminal before a stage that can take a while (large sources), when progress is shown."""
     if progress:
@@ -106,149 +95,6 @@ def _warn_empty_validation(config: Config, exported: ExportResult) -> None:
         "add source documents, or set export.validation_fraction: 0 to say no validation split is wanted",
         exported.documents,
     )
-
-
-def _bar_tally(tally: dict[str, int]) -> dict[str, int]:
-    """The bar's counts: `validated` passed the strict validator; export's token and dedup checks come after it."""
-    return {"validated": tally["accepted"], "rejected": tally["rejected"], "failed": tally["failed"]}
-
-
-async def _roll_all(
-    plans: PlanList, chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
-    top_up: TopUp | None = None,
-) -> int:
-    """Roll out `plans` (the ones not finished before); every finished conversation goes to the run's spool as it
-    finishes. With `top_up` (whose `plans` is `plans`), each goes to it in plan order as well, and the extra plans it
-    decides join the queue while the rest are in flight (distill/generation/top_up.py). Returns how many
-    conversations `plans` have now."""
-    run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
-    run.add_plans(plans)
-    ids = list(plan_column(plans, "id"))
-    ordered = InOrder(ids, run.spool, top_up.add if top_up is not None else (lambda t: None))
-    tally = {"accepted": 0, "rejected": 0, "failed": 0}
-    waiting = 0  # batch mode: conversations waiting for their wave's batch (distill/generation/waves.py)
-    bar = _progress(len(plans), progress)
-    queue: deque[int] = deque()
-    active: set[asyncio.Task[None]] = set()
-    most = max(1, rollout.config.teacher.concurrency * 2)
-
-    def finished(i: int, trajectory: Trajectory) -> None:
-        ordered.done(i, trajectory)
-        tally[trajectory.outcome] += 1
-        bar.update(1)
-        if top_up is None:
-            return
-        extra = top_up.take()
-        if extra:  # a top-up decision: its plans are on disk before their conversations are
-            run.add_plans(extra)
-            ids.extend(plan_column(extra, "id"))
-            bar.total = len(plans)
-            bar.set_description(f"conversations (top-up +{top_up.used})", refresh=False)
-            admit(len(plans) - len(extra))
-
-    def admit(start: int) -> None:
-        for i in range(start, len(plans)):
-            done = run.done(plans[i])  # finished before a resume, or by an earlier wave
-            if done is None:
-                queue.append(i)
-            else:
-                finished(i, done)
-        while queue and len(active) < most and run.stopped is None:
-            task = asyncio.ensure_future(worker())
-            active.add(task)
-            task.add_done_callback(active.discard)
-
-    async def worker() -> None:
-        nonlocal waiting
-        while queue and run.stopped is None:
-            i = queue.popleft()
-            plan = plans[i]
-            try:
-                trajectory = await run_conversation(plan, chunks[plan.chunk_id], rollout)
-            except RunStopped as exc:  # circuit breaker or budget: the conversation resumes later
-                run.stop(exc)
-                return
-            except RequestPending:  # batch mode: not failed, not finished; the next wave replays it
-                waiting += 1
-                continue
-            run.record(trajectory)  # to the spool (the next wave, in batch mode, does not run it again)
-            finished(i, trajectory)
-            if bar.n % 25 == 0 or bar.n == len(plans) or run.metered:
-                bar.set_postfix(run.postfix(_bar_tally(tally)), refresh=False)
-
-    try:
-        if top_up is not None:
-            top_up.check()  # no conversation at all: the top-up ends here
-            top_up.take()  # (admitted with the rest)
-        admit(0)
-        while active:
-            await asyncio.gather(*active)
-    except BaseException:
-        for task in active:
-            task.cancel()
-        raise
-    finally:
-        bar.close()
-    run.check_stopped()
-    if waiting:
-        raise WavePending(waiting)
-    return sum(tally.values())
-
-
-async def _roll_and_top_up(
-    plans: Sequence[Plan], chunks: list[Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
-    pilot: bool = False,
-) -> Any:
-    """Roll out the plans and, as they finish, extra conversations for kinds short of the mix
-    (distill/generation/top_up.py), then judge. Returns the `TopUp` (its plans, its summary)."""
-    from distill.generation.coverage import MixCount
-
-    by_id = {c.id: c for c in chunks}
-    run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
-    counted = MixCount(rollout.config, rollout.fmt)
-    if not pilot:  # the tokenizer (0.5 s to load) before the first request, not at the first count, mid-run
-        from distill.tokens import encoding_for
-
-        encoding_for(counted.model)
-    topped = TopUp(rollout.config, chunks, plans, counted)
-    try:
-        if pilot:  # distill estimate, a shard: these plans only, no top-up
-            topped.pilot = len(plans)
-            await _roll_all(topped.plans, by_id, rollout, progress, run)
-        else:
-            await _roll_all(topped.plans, by_id, rollout, progress, run, topped)
-        await _judge(rollout, topped.plans, by_id, run)
-        return topped
-    finally:
-        await rollout.teacher.aclose()
-
-
-async def _draining(run: RunSession, rollout: Rollout, work: Awaitable[T]) -> T:
-    """`work`, during which the first Ctrl-C drains the requests in flight into the ledger (generation/interrupt.py)."""
-    from distill.generation.interrupt import DrainOnInterrupt
-
-    with DrainOnInterrupt(run, rollout.teacher, rollout.config.teacher.timeout_s):
-        return await work
-
-
-async def _judge(rollout: Rollout, plans: Sequence[Plan], chunks: dict[str, Any], run: RunSession) -> None:
-    """The judge stage (distill/generation/judge.py): verdicts stored on the records (the spool's latest version);
-    export applies the thresholds."""
-    from distill.generation.judge import judge_stream
-
-    if not rollout.config.judge.enabled:
-        return
-    spool = run.spool
-    documents = {k: c.text for k, c in chunks.items()}
-    judged = [0]
-    try:
-        async for t in judge_stream(rollout.config, spool.trajectories(plan_column(plans, "id")), documents,
-                                    rollout.teacher, judged=judged):
-            if t.meta.get("judge") is not None or t.outcome == "failed":
-                spool.put(t)
-    except RunStopped as exc:  # budget or breaker: the unjudged conversations are judged on resume
-        run.stop(exc)
-        run.check_stopped()
 
 
 @dataclass
@@ -331,7 +177,7 @@ def generate(
     todo = plans[:pilot] if pilot else plans
 
     def roll() -> Any:
-        return asyncio.run(_draining(run, rollout, _roll_and_top_up(todo, chunks, rollout, progress, run,
+        return asyncio.run(draining(run, rollout, roll_and_top_up(todo, chunks, rollout, progress, run,
                                                                     pilot=bool(pilot))))
 
     try:

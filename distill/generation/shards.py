@@ -93,9 +93,10 @@ def generate_shard(
     """Roll out and judge shard `shard` of `config`'s plans into the run folder `out` (see the module doc)."""
     from distill.agent.tools import ToolBox
     from distill.formats import get_format
-    from distill.generation.pipeline import _draining, _roll_and_top_up, prepare
+    from distill.generation.pipeline import prepare
     from distill.generation.resume import RunSession
     from distill.generation.rollout import Rollout
+    from distill.generation.scheduler import draining, roll_and_top_up
     from distill.run_folder import iter_trajectories
 
     if config.teacher.mode == "batch":
@@ -110,7 +111,7 @@ def generate_shard(
                       tools=ToolBox(config, prepared.index))
     mine = shard.select(prepared.plans)
     try:
-        asyncio.run(_draining(run, rollout, _roll_and_top_up(mine, prepared.chunks, rollout, progress, run,
+        asyncio.run(draining(run, rollout, roll_and_top_up(mine, prepared.chunks, rollout, progress, run,
                                                              pilot=True)))
         sections = run.finish(mine)
     except BaseException:
