@@ -113,7 +113,8 @@ def main() -> None:
     print(f"endpoint: latency {args.latency * 1000:.0f} ms, {args.rpm} rpm enforced per second; client concurrency "
           f"{args.concurrency}; load average {os.getloadavg()[0]:.2f}")
     print(f"conversations: {args.conversations} asked, {manifest['conversations']['requested']} requested "
-          f"({top['extra_conversations']} extra in {len(top['rounds'])} top-up round(s), stopped: {top['stopped']})")
+          f"({top['extra_conversations']} extra in {len(top['rounds'])} top-up round(s), stopped: {top['stopped']}); "
+          f"rounds decided after (conversations counted): {[r.get('after') for r in top['rounds']]}")
     print(f"requests admitted: {len(admitted)} (429s: {stats['limited']}); first to last: {span:.1f} s; "
           f"generate wall {wall:.1f} s")
     print(f"ceiling {ceiling:.0f}/s; held {100 * held:.1f}% of it from the first to the last request (target >= 97%)")
