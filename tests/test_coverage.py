@@ -110,7 +110,7 @@ def test_the_top_up_starts_while_the_last_conversations_are_in_flight(fake_opena
             if n == 40:  # the last questions request of the planned conversations: mark its questions
                 questions = json.loads(str(answer))["questions"]
                 return json.dumps({"questions": [q + " LAST" for q in questions]})
-        elif "LAST" in body["messages"][-1]["content"] and "TOOL RESPONSE" not in body["messages"][-1]["content"]:
+        elif not held and "LAST" in body["messages"][-1]["content"] and "TOOL RESPONSE" not in body["messages"][-1]["content"]:
             held.append(top_up_started.wait(5))  # True: the top-up started while this one was held
         return answer
 

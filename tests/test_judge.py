@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +243,34 @@ def test_offline_terms_of_several_texts_are_the_terms_of_the_texts_joined() -> N
         texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(12))) for _ in range(rng.randrange(4))]
         joined = {w for w in _WORD.findall(" ".join(texts).lower()) if len(w) >= 3 and w not in _STOP}
         assert _terms(*texts) == joined
+
+
+def test_the_judge_grades_while_the_last_conversations_are_in_flight(fake_openai, tmp_path: Path) -> None:
+    # The last planned conversation is held at the endpoint until the first judge request arrives: a judge stage that
+    # waited for the rollouts to drain would never send it.
+    class Held(Script):
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked, self.judging, self.held, self.lock = 0, threading.Event(), [], threading.Lock()
+
+        def __call__(self, request: FakeRequest) -> FakeResponse:
+            body = request.json()
+            fmt = (body.get("response_format") or {}).get("json_schema", {}).get("name")
+            if fmt == "verdict":
+                self.judging.set()
+            elif fmt == "questions":
+                with self.lock:
+                    self.asked += 1
+                    last = self.asked == 24
+                if last:  # the last planned conversation's questions: marked
+                    return FakeResponse(json=chat_completion(json.dumps({"questions": ["What does item 999 say? LAST"]})))
+            elif "LAST" in body["messages"][-1]["content"] and not self.held \
+                    and "TOOL RESPONSE" not in body["messages"][-1]["content"]:
+                self.held.append(self.judging.wait(5))  # True: judged while this one was held
+            return super().__call__(request)
+
+    held = Held()
+    fake_openai.route("POST", r"/v1/chat/completions", held)
+    generate(load_config(_config_file(tmp_path, JUDGE)), tmp_path / "run", progress=False)
+    assert held.held == [True]
+    assert len(held.judge_bodies) == 24  # and every accepted conversation was judged, once

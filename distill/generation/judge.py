@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from distill.config import Config
@@ -137,15 +137,26 @@ async def judge_all(config: Config, trajectories: Sequence[Trajectory], document
     return counted[0]
 
 
+async def _each(items: Iterable[Trajectory] | AsyncIterable[Trajectory]) -> AsyncIterator[Trajectory]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
 async def judge_stream(
-    config: Config, trajectories: Iterable[Trajectory], documents: dict[str, str], teacher: Any, *,
+    config: Config, trajectories: Iterable[Trajectory] | AsyncIterable[Trajectory], documents: dict[str, str],
+    teacher: Any, *,
     judged: list[int] | None = None, window: int | None = None,
 ) -> AsyncIterator[Trajectory]:
-    """`trajectories`, in their order, each accepted one judged (verdict in `meta["judge"]`) unless it has a current
-    verdict; at most `window` (default 4 x judge.concurrency, at least 64) are held at a time. `judged[0]` counts
-    the ones judged now. Batch mode: the ones waiting for their wave raise WavePending after the last is yielded."""
+    """`trajectories` (or an async stream of them, e.g. as the rollouts finish), in their order, each accepted one
+    judged (verdict in `meta["judge"]`) unless it has a current verdict; at most `window` (default 4 x
+    judge.concurrency, at least 64) are held at a time. `judged[0]` counts the ones judged now. Batch mode: the ones
+    waiting for their wave raise WavePending after the last is yielded."""
     if not config.judge.enabled:
-        for t in trajectories:
+        async for t in _each(trajectories):
             yield t
         return
     name = _judge_name(config, teacher)
@@ -185,7 +196,7 @@ async def judge_stream(
     held: deque[tuple[Trajectory, asyncio.Task[None] | None]] = deque()
     size = max(1, window if window is not None else max(64, 4 * config.judge.concurrency))
     try:
-        for t in trajectories:
+        async for t in _each(trajectories):
             asked = ask(t) if t.outcome == "accepted" else None
             task = None
             if asked is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from distill.errors import RunStopped
@@ -36,16 +36,16 @@ def _bar_tally(tally: dict[str, int]) -> dict[str, int]:
 
 async def roll_plans(
     plans: PlanList, chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
-    top_up: TopUp | None = None,
+    top_up: TopUp | None = None, sink: Callable[[Trajectory], None] | None = None,
 ) -> int:
     """Roll out `plans` (the ones not finished before); every finished conversation goes to the run's spool as it
-    finishes. With `top_up` (whose `plans` is `plans`), each goes to it in plan order as well, and the extra plans it
-    decides join the queue while the rest are in flight (distill/generation/top_up.py). Returns how many
+    finishes, and to `sink` in plan order. With `top_up` (whose `plans` is `plans`; `sink` feeds it), the extra plans
+    it decides join the queue while the rest are in flight (distill/generation/top_up.py). Returns how many
     conversations `plans` have now."""
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
     run.add_plans(plans)
     ids = list(plan_column(plans, "id"))
-    ordered = InOrder(ids, run.spool, top_up.add if top_up is not None else (lambda t: None))
+    ordered = InOrder(ids, run.spool, sink or (lambda t: None))
     tally = {"accepted": 0, "rejected": 0, "failed": 0}
     waiting = 0  # batch mode: conversations waiting for their wave's batch (distill/generation/waves.py)
     bar = _progress(len(plans), progress)
@@ -120,28 +120,83 @@ async def roll_and_top_up(
     plans: Sequence[Plan], chunks: list[Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
     pilot: bool = False,
 ) -> Any:
-    """Roll out the plans and, as they finish, extra conversations for kinds short of the mix
-    (distill/generation/top_up.py), then judge. Returns the `TopUp` (its plans, its summary)."""
+    """Roll out the plans; as they finish, in plan order, the mix top-up counts them (its extra conversations join
+    the rollouts, distill/generation/top_up.py) and the judge grades them (distill/generation/judge.py), so neither
+    waits for the rollouts to drain. Returns the `TopUp` (its plans, its summary)."""
     from distill.generation.coverage import MixCount
 
+    config = rollout.config
     by_id = {c.id: c for c in chunks}
-    run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
-    counted = MixCount(rollout.config, rollout.fmt)
+    run = run or RunSession.ephemeral(config, rollout.teacher)
+    counted = MixCount(config, rollout.fmt)
     if not pilot:  # the tokenizer (0.5 s to load) before the first request, not at the first count, mid-run
         from distill.tokens import encoding_for
 
         encoding_for(counted.model)
-    topped = TopUp(rollout.config, chunks, plans, counted)
+    topped = TopUp(config, chunks, plans, counted)
+    if pilot:  # distill estimate, a shard: these plans only, no top-up
+        topped.pilot = len(plans)
+    feed = _Feed(run.spool) if config.judge.enabled else None
+    judging = asyncio.ensure_future(_judge(rollout, feed, by_id, run)) if feed is not None else None
+
+    def sink(t: Trajectory) -> None:
+        if not pilot:
+            topped.add(t)
+        if feed is not None:
+            feed.put(t)
+
+    waiting = 0
     try:
-        if pilot:  # distill estimate, a shard: these plans only, no top-up
-            topped.pilot = len(plans)
-            await roll_plans(topped.plans, by_id, rollout, progress, run)
-        else:
-            await roll_plans(topped.plans, by_id, rollout, progress, run, topped)
-        await _judge(rollout, topped.plans, by_id, run)
+        try:
+            await roll_plans(topped.plans, by_id, rollout, progress, run, None if pilot else topped, sink)
+        except WavePending as pending:  # batch mode: the judge's requests of this wave are still to be collected
+            waiting += pending.count
+        except RunStopped:  # the judge's requests in flight finish and are stored too
+            if feed is not None and judging is not None:
+                feed.close()
+                await asyncio.gather(judging, return_exceptions=True)
+            raise
+        finally:
+            if feed is not None:
+                feed.close()
+        if judging is not None:
+            try:
+                await judging
+            except WavePending as pending:
+                waiting += pending.count
+        run.check_stopped()  # the judge stopped by the budget or the breaker: judged on resume
+        if waiting:
+            raise WavePending(waiting)
         return topped
     finally:
+        if judging is not None and not judging.done():
+            judging.cancel()
         await rollout.teacher.aclose()
+
+
+class _Feed:
+    """The finished conversations in plan order, from the rollouts to the judge: an async stream that ends at
+    `close()`. It holds up to `cap` conversations; past that only ids, read back from the spool when their turn comes."""
+
+    def __init__(self, spool: Any, cap: int = 256) -> None:
+        self.spool, self.cap = spool, cap
+        self.queue: asyncio.Queue[Trajectory | str | None] = asyncio.Queue()
+        self.closed = False
+
+    def put(self, t: Trajectory) -> None:
+        self.queue.put_nowait(t if self.queue.qsize() < self.cap else t.id)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
+
+    def __aiter__(self) -> AsyncIterator[Trajectory]:
+        return self._items()
+
+    async def _items(self) -> AsyncIterator[Trajectory]:
+        while (item := await self.queue.get()) is not None:
+            yield self.spool.get(item) if isinstance(item, str) else item
 
 
 async def draining(run: RunSession, rollout: Rollout, work: Awaitable[T]) -> T:
@@ -152,21 +207,16 @@ async def draining(run: RunSession, rollout: Rollout, work: Awaitable[T]) -> T:
         return await work
 
 
-async def _judge(rollout: Rollout, plans: Sequence[Plan], chunks: dict[str, Any], run: RunSession) -> None:
-    """The judge stage (distill/generation/judge.py): verdicts stored on the records (the spool's latest version);
-    export applies the thresholds."""
+async def _judge(rollout: Rollout, feed: _Feed, chunks: dict[str, Any], run: RunSession) -> None:
+    """The judge stage (distill/generation/judge.py) over the conversations as they finish: verdicts stored on the
+    records (the spool's latest version); export applies the thresholds."""
     from distill.generation.judge import judge_stream
 
-    if not rollout.config.judge.enabled:
-        return
     spool = run.spool
     documents = {k: c.text for k, c in chunks.items()}
-    judged = [0]
     try:
-        async for t in judge_stream(rollout.config, spool.trajectories(plan_column(plans, "id")), documents,
-                                    rollout.teacher, judged=judged):
+        async for t in judge_stream(rollout.config, feed, documents, rollout.teacher, judged=[0]):
             if t.meta.get("judge") is not None or t.outcome == "failed":
                 spool.put(t)
     except RunStopped as exc:  # budget or breaker: the unjudged conversations are judged on resume
         run.stop(exc)
-        run.check_stopped()
