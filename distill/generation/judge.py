@@ -1,7 +1,7 @@
 """The judge stage (`judge.enabled`): a model grades each accepted conversation; verdicts are stored; export applies them.
 
-Between the rollouts and the export, every accepted conversation gets one `stage="judge"` request through the same
-teacher object (engine, ledger, meter, budget): the system prompt `prompts/judge.system.md`, the conversation, its
+Every accepted conversation gets one `stage="judge"` request, sent as soon as the conversation has finished (in plan
+order, beside the rollouts still running: distill/generation/scheduler.py), through the same teacher object (engine, ledger, meter, budget): the system prompt `prompts/judge.system.md`, the conversation, its
 document passage, the tools and the rubric of each criterion (`prompts/judge.<criterion>.md`), answered with
 structured output (a JSON schema: a score 1-5 and a one-sentence reason per criterion). `judge.model` other than the
 teacher's is sent as the request's `model` (the same endpoint; priced at the teacher's price). When the teacher is

@@ -1,8 +1,8 @@
 """The `generate` pipeline: wires the stages into a run folder (its names and writes: distill/run_folder.py); no stage
 logic lives here.
 
-config -> sources/chunks -> BM25 index -> plans -> (questions + rollouts + the mix top-up, concurrently:
-distill/generation/scheduler.py) -> judge -> export. Each stage writes
+config -> sources/chunks -> BM25 index -> plans -> (questions + rollouts + the mix top-up + the judge, concurrently:
+distill/generation/scheduler.py) -> export. Each stage writes
 its artifact into the run folder: `index/` (with `chunks.jsonl`), `plans.jsonl`, `trajectories.jsonl`, then the dataset
 files and `manifest.json`.
 """

@@ -1,6 +1,7 @@
 """The rollouts of a run: a queue of plans, worker tasks (up to 2 x `teacher.concurrency`), every finished
 conversation to the run's spool and, in plan order, to the mix top-up, whose extra plans join the queue while the last
-conversations are in flight (distill/generation/top_up.py); then the judge stage. One progress bar to the end.
+conversations are in flight (distill/generation/top_up.py), and to the judge, which grades it while the rollouts go
+on (distill/generation/judge.py). Nothing waits for the rollouts to drain. One progress bar to the end.
 """
 
 from __future__ import annotations
