@@ -1,13 +1,14 @@
 """How much of a rate-limited endpoint's ceiling a whole `distill generate` with the mix top-up holds, first to last
 request.
 
-Usage: python benchmarks/topup_gaps.py [--conversations 600] [--rpm 3000] [--latency 0.1] [--concurrency 16]
+Usage: python benchmarks/topup_gaps.py [--conversations 600] [--rpm 3000] [--latency 0.1] [--concurrency 16] [--judge]
 
 The endpoint is benchmarks/teacher_throughput.py's (a separate process: fixed latency, the RPM limit enforced per
 second as a token bucket holding one second of requests), answering like a teacher: question requests get questions,
 a tool question gets a search call and then a final answer, and two out of three small-talk answers break the format
 (rejected), so `direct` falls short of its mix and the run tops it up, round after round. Everything is decided by the
-request's content, so the run is the same every time. The run is distill's real path (`generate`, the OpenAI teacher,
+request's content, so the run is the same every time. With --judge the judge stage is on (one request per accepted
+conversation, every score 5). The run is distill's real path (`generate`, the OpenAI teacher,
 the ledger, every stage). Printed: requests, top-up rounds, the time from the first to the last admitted request, and
 the share of the ceiling min(rpm / 60, concurrency / latency) held over it: (admitted - one second of burst) /
 (ceiling x that time); the gaps longer than 0.25 s without an admitted request are listed.
@@ -44,7 +45,10 @@ def answer(raw: bytes) -> bytes:
     body = json.loads(raw)
     messages = body["messages"]
     digest = int(hashlib.sha256(raw).hexdigest()[:12], 16)
-    if body.get("response_format"):
+    if (body.get("response_format") or {}).get("json_schema", {}).get("name") == "verdict":  # --judge
+        scores = {c: {"score": 5, "reason": "Fine."} for c in ("supported", "answers", "answerable", "tool_choice")}
+        content = json.dumps(scores)
+    elif body.get("response_format"):
         prompt = messages[1]["content"]
         n = 2 if "several user messages" in prompt else 1
         words = [WORDS[(digest >> (5 * i)) % len(WORDS)] for i in range(6)]
@@ -74,6 +78,7 @@ def main() -> None:
     parser.add_argument("--rpm", type=int, default=3000)
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--judge", action="store_true", help="the judge stage on (judge.enabled: true)")
     args = parser.parse_args()
 
     from distill.config import config_from_dict
@@ -95,6 +100,7 @@ def main() -> None:
                 "generation": {"conversations": args.conversations, "seed": 0,
                                "mix": {"tool": 0.5, "direct": 0.3, "multi_turn": 0.2}},
                 "export": {"validation_fraction": 0.0},
+                "judge": {"enabled": args.judge},
             }, file=str(Path(tmp) / "gaps.yaml"), base_dir=Path(tmp))
             os.environ.setdefault("OPENAI_API_KEY", "sk-local-bench")
             started = time.time()
