@@ -13,6 +13,7 @@ import yaml
 
 from distill.cli import main
 from distill.config import load_config
+from distill.errors import RunStopped
 from distill.formats.langchain_actions import render_action
 from distill.generation.pipeline import generate
 from distill.generation.shards import Shard, ShardError, generate_shard, merge_shards
@@ -100,6 +101,32 @@ def test_shards_against_an_endpoint_merge_into_the_local_run_and_its_ledger(fake
     shard_keys = set().union(*(keys(d) for d in dirs))
     # after the merge only the top-up is asked of the teacher: the shards' requests are answered by the ledger
     assert sum(script.answered.values()) - answered_before == len(keys(tmp_path / "run") - shard_keys)
+
+
+def test_a_run_stopped_during_its_top_up_resumes_into_the_uninterrupted_run(fake_openai, tmp_path: Path) -> None:
+    # The top-up is decided while conversations finish; a run stopped by its budget (some of the planned
+    # conversations and none, or some, of the extra ones done) plans the same extra conversations when resumed.
+    script = Rejecting()
+    fake_openai.route("POST", r"/v1/chat/completions", script)
+    changes = {"teacher": {"price": {"input": 100.0, "output": 100.0}}}
+    generation = {"max_extra_conversations": 20, "mix_tolerance": 0.0}
+    generate(load_config(_config_file(tmp_path, generation=generation, **changes)), tmp_path / "whole", progress=False)
+    whole = json.loads((tmp_path / "whole" / "manifest.json").read_text())
+    assert whole["top_up"]["extra_conversations"] > 0
+    usd = whole["teacher_usage"]["run_folder"]["usd"]
+    for share in (0.5, 0.9):  # stopped before the first top-up decision, and after it
+        run = tmp_path / f"run-{share}"
+        tight = load_config(_config_file(tmp_path, generation={**generation, "max_cost_usd": round(usd * share, 4)},
+                                         **changes))
+        with pytest.raises(RunStopped):
+            generate(tight, run, progress=False)
+        roomy = load_config(_config_file(tmp_path, generation={**generation, "max_cost_usd": usd * 2}, **changes))
+        generate(roomy, run, progress=False)
+        for name in SAME:
+            assert (tmp_path / "whole" / name).read_bytes() == (run / name).read_bytes(), (share, name)
+        resumed = json.loads((run / "manifest.json").read_text())
+        for key in ("top_up", "coverage", "conversations", "examples", "judge"):
+            assert resumed.get(key) == whole.get(key), (share, key)
 
 
 @pytest.fixture
