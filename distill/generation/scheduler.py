@@ -15,7 +15,7 @@ from distill.errors import RunStopped
 from distill.generation.resume import RunSession
 from distill.generation.rollout import Rollout, run_conversation
 from distill.generation.spool import InOrder
-from distill.generation.top_up import TopUp
+from distill.generation.top_up import TopUp, TopUpResult
 from distill.teachers.batch import RequestPending, WavePending
 from distill.trajectory import Plan, PlanList, Trajectory, plan_column
 
@@ -120,10 +120,10 @@ async def roll_plans(
 async def roll_and_top_up(
     plans: Sequence[Plan], chunks: list[Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
     pilot: bool = False,
-) -> Any:
+) -> TopUpResult:
     """Roll out the plans; as they finish, in plan order, the mix top-up counts them (its extra conversations join
     the rollouts, distill/generation/top_up.py) and the judge grades them (distill/generation/judge.py), so neither
-    waits for the rollouts to drain. Returns the `TopUp` (its plans, its summary)."""
+    waits for the rollouts to drain. Returns the plans (the extra ones included) and the manifest's `top_up`."""
     from distill.generation.coverage import MixCount
 
     config = rollout.config
@@ -168,7 +168,7 @@ async def roll_and_top_up(
         run.check_stopped()  # the judge stopped by the budget or the breaker: judged on resume
         if waiting:
             raise WavePending(waiting)
-        return topped
+        return topped.result()  # the count and its dedup index go: export builds its own
     finally:
         if judging is not None and not judging.done():
             judging.cancel()

@@ -26,6 +26,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from distill.config import Config
@@ -34,7 +35,7 @@ from distill.generation.questions import _counts, _eligible_tools
 from distill.generation.sources import Chunk
 from distill.trajectory import Plan, PlanList, Trajectory, plan_column
 
-__all__ = ["FORESIGHT", "MAX_ROUNDS", "TopUp", "extra_budget", "plan_extra"]
+__all__ = ["FORESIGHT", "MAX_ROUNDS", "TopUp", "TopUpResult", "extra_budget", "plan_extra"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,15 @@ def _fit(wanted: dict[str, int], left: int) -> dict[str, int]:
     if total <= left:
         return wanted
     return {k: n for k, n in _counts(left, {k: n / total for k, n in wanted.items()}).items() if n}
+
+
+@dataclass
+class TopUpResult:
+    """All plans after the top-up, and the manifest's `top_up` (what is kept once the rollouts are done: the count
+    and its dedup index are not)."""
+
+    plans: PlanList
+    summary: dict[str, Any]
 
 
 class TopUp:
@@ -191,6 +201,10 @@ class TopUp:
                 gaps, allowed_shortfall(self.config), stopped.replace("_", " "), self.used,
             )
         return PlanList()
+
+    def result(self) -> TopUpResult:
+        """The plans and the summary, without the count."""
+        return TopUpResult(self.plans, self.summary)
 
     @property
     def summary(self) -> dict[str, Any]:
