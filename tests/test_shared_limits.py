@@ -91,3 +91,46 @@ def test_limiters_are_local_outside_a_ray_run() -> None:
         inside = pacer(LANE, 60, None)
     assert isinstance(inside, LeasedLimiter) and inside.configured_rpm == 60
     assert type(pacer(LANE, 60, None)) is RateLimiter
+
+
+def test_tokens_per_minute_are_shared_and_charged_as_used() -> None:
+    """Starts leased ahead are booked at the task's average request; what a request really counts is charged later,
+    so small and large requests together keep the run's tokens per minute."""
+    actor = SharedLimits()
+    a, b = (LeasedLimiter(_direct(actor), LANE, None, 60_000) for _ in range(2))  # 1,000 tokens/s for the run
+    used: list[tuple[float, int]] = []
+
+    async def worker(limiter: LeasedLimiter, sizes: tuple[int, ...], until: float) -> None:
+        n = 0
+        while time.monotonic() < until:
+            tokens = sizes[n % len(sizes)]
+            await limiter.acquire(tokens)
+            used.append((time.monotonic(), tokens))
+            n += 1
+
+    async def run() -> float:
+        t0 = time.monotonic()
+        await asyncio.gather(*(worker(a, (20, 180, 40), t0 + 0.6) for _ in range(3)),
+                             *(worker(b, (100,), t0 + 0.6) for _ in range(3)))
+        return t0
+
+    t0 = asyncio.run(run())
+    late = sum(tokens for at, tokens in used if t0 + 0.2 <= at < t0 + 0.6)
+    assert late <= 1000 * 0.4 + 300  # the rate, plus a burst and the largest request
+    assert late >= 0.6 * 1000 * 0.4
+    assert actor.limits()[LANE]["tpm_configured"] == 60_000
+
+
+def test_each_endpoint_of_a_pool_has_its_own_shared_lane(make_config, monkeypatch) -> None:
+    from distill.teachers.pool import build_pool
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    config = make_config(teacher={"provider": "openai", "model": "gpt-4o", "rpm": 600, "endpoints": [
+        {"base_url": "http://127.0.0.1:1/v1", "rpm": 120}, {"base_url": "http://127.0.0.1:2/v1"}]})
+    with shared_pacing(_direct(SharedLimits())):
+        pool = build_pool(config.teacher, model="gpt-4o")
+    assert pool is not None
+    lanes = [lane.limiter for lane in pool.lanes]
+    assert all(isinstance(x, LeasedLimiter) for x in lanes)
+    assert [(x.lane, x.configured_rpm) for x in lanes] == [  # type: ignore[union-attr]
+        ("gpt-4o @ http://127.0.0.1:1/v1", 120), ("gpt-4o @ http://127.0.0.1:2/v1", 600)]  # each its own limit

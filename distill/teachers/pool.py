@@ -2,7 +2,8 @@
 
 For several replicas of a self-hosted teacher, or several keys. `PoolEngine` is the engine of
 distill/teachers/engine.py (the same retries, budget, ledger and breaker) with one lane per endpoint: its own
-clients, its own `RateLimiter` (configured, announced and learned limits are each endpoint's), its own cap of
+clients, its own limiter (configured, announced and learned limits are each endpoint's; a `RateLimiter`, in a Ray
+task the run's shared one: distill/teachers/shared_limits.py), its own cap of
 requests in flight (`endpoints[].concurrency`, under the pool's `teacher.concurrency`) and its own health.
 
 - Routing: a request goes to the least-loaded healthy endpoint (requests assigned to it, waiting or in flight, over
@@ -176,5 +177,5 @@ def _lane(config: TeacherConfig, model: str, index: int, entry: EndpointConfig, 
     )
     concurrency = min(entry.concurrency or config.concurrency, config.concurrency)
     settings = config.model_copy(update={"concurrency": concurrency})
-    limiter = pacer(f"{model} @ {entry.base_url} #{index}", entry.rpm or config.rpm, entry.tpm or config.tpm, **timing)
+    limiter = pacer(f"{model} @ {entry.base_url}", entry.rpm or config.rpm, entry.tpm or config.tpm, **timing)
     return Lane(entry.base_url, build_clients(settings, endpoint.api_key, endpoint.base_url), limiter, concurrency)

@@ -12,7 +12,9 @@ task, `shared_pacing(call)` makes the engines' limiters `LeasedLimiter`s that ta
   unused `BURST_S` past its time is dropped. The rate goes to the tasks that ask: a task that finished or waits on its
   tools asks nothing and the others get its share at their next lease. Under no limit the actor answers "free": no
   lease for a slice (10 ms at first, doubling up to `SLICE_S` while the lane stays free).
-- Tokens: starts leased ahead are booked at the task's average request; the difference is charged with the next lease.
+- Tokens: the requests waiting are booked at their tokens, the starts leased ahead at the task's largest request of
+  the last second; a request takes the smallest start booked for at least its size (none: it leases one), and what
+  was booked beyond what it uses, or for a start left unused, is given back with the next lease.
 - What the endpoint says: each answer's status and rate-limit headers go to the actor with the next lease and are
   replayed there at the time they arrived, so a limit announced to one task, or learned from the 429s of all of
   them, paces every task. A 429, a newly announced limit or a `remaining` of 0 with a reset is sent at once and voids
@@ -102,11 +104,11 @@ class SharedLimits:
         finally:
             self._now = None
 
-    def lease(self, lane: str, task: str, rpm: int | None, tpm: int | None, wanted: int, ahead: int, tokens: int,
-              owed: int, notes: list[Note]) -> tuple[list[float], bool, dict[str, Any]]:
-        """Starts for `wanted` requests of `tokens` and up to `ahead` more (at most a slice of the rate shared by the
-        tasks that leased in the last `_ASKING_S`): (their delays, whether no limit is in force after the last, the
-        limits in force)."""
+    def lease(self, lane: str, task: str, rpm: int | None, tpm: int | None, wanted: list[int], ahead: int,
+              tokens: int, owed: int, notes: list[Note]) -> tuple[list[float], bool, dict[str, Any]]:
+        """Starts for the requests `wanted` (their tokens each) and up to `ahead` more of `tokens` (at most a slice of
+        the rate shared by the tasks that leased in the last `_ASKING_S`): (their delays, whether no limit is in
+        force after the last, the limits in force)."""
         self.observe(lane, rpm, tpm, notes)
         now, askers = time.monotonic(), self._askers.setdefault(lane, {})
         askers[task] = now
@@ -114,7 +116,7 @@ class SharedLimits:
             del askers[gone]
         limiter = self._lanes[lane]
         limiter.charge(owed)
-        delays = [start - now for start, now in (limiter.reserve(tokens) for _ in range(wanted))]
+        delays = [start - now for start, now in (limiter.reserve(n) for n in wanted)]
         rate, token_rate = limiter.request_rate(), limiter.token_rate()
         if not rate and not (token_rate and tokens):
             return delays, True, limiter.describe()
@@ -152,13 +154,12 @@ class LeasedLimiter:
         self._free_from = self._free_until = float("-inf")  # no limit in force between these
         self._free_s = _FIRST_FREE_S  # the next free slice
         self._epoch = 0
-        self._wanted = 0  # requests waiting for the lease about to be asked
+        self._wanted: list[int] = []  # the tokens of the requests waiting for the lease about to be asked
         self._lease: asyncio.Future[None] | None = None
         self._asked = False  # the lease on its way was sent: who comes now waits for the next one
         self._notes: list[tuple[int | None, dict[str, str] | None, float, float]] = []  # answers not yet sent
         self._owed = 0  # tokens used beyond (or short of) what was booked
-        self._tokens = 0.0  # the recent average request
-        self._arrivals: deque[float] = deque()  # acquires of the last second
+        self._arrivals: deque[tuple[float, int]] = deque()  # the acquires of the last second and their tokens
         self._announced: tuple[str | None, str | None] = (None, None)
         self._limits = RateLimiter(rpm, tpm).describe()
         self._sending: set[asyncio.Future[Any]] = set()
@@ -167,9 +168,8 @@ class LeasedLimiter:
     async def acquire(self, tokens: int = 0) -> None:
         """Wait until a request of `tokens` may start (a leased start, or a free slice)."""
         now, arrivals = self._clock(), self._arrivals
-        self._tokens = self._tokens + 0.1 * (tokens - self._tokens) if arrivals else float(tokens)
-        arrivals.append(now)
-        while arrivals[0] < now - 1.0:
+        arrivals.append((now, tokens))
+        while arrivals[0][0] < now - 1.0:
             arrivals.popleft()
         while True:
             now = self._clock()
@@ -178,12 +178,15 @@ class LeasedLimiter:
             else:
                 slots = self._slots
                 while slots and slots[0][0] < now - BURST_S:
-                    slots.popleft()
-                if not slots:
-                    await self._leased()
+                    self._owed -= slots.popleft()[1]  # unused: its tokens go back
+                fits = [(booked, i) for i, (_, booked) in enumerate(slots) if booked >= tokens]
+                if not fits:  # none booked for a request this large: lease one at its size
+                    await self._leased(tokens)
                     continue
-                start, booked = slots.popleft()
-                self._owed += tokens - booked
+                booked, i = min(fits)
+                start = slots[i][0]
+                del slots[i]
+                self._owed += tokens - booked  # what was booked beyond it goes back
             if start <= now:
                 return
             epoch = self._epoch
@@ -191,22 +194,22 @@ class LeasedLimiter:
             if self._epoch == epoch:
                 return
 
-    async def _leased(self) -> None:
+    async def _leased(self, tokens: int) -> None:
         lease = self._lease
         if lease is None:
             lease = self._lease = asyncio.ensure_future(self._fetch())
         if not self._asked:
-            self._wanted += 1
+            self._wanted.append(tokens)
         await asyncio.shield(lease)
 
     async def _fetch(self) -> None:
         self._asked = True
-        wanted, self._wanted = max(1, self._wanted), 0
+        wanted, self._wanted = self._wanted or [max(n for _, n in self._arrivals)], []
         try:
             now, arrivals = self._clock(), self._arrivals
-            rate = len(arrivals) / max(now - arrivals[0], SLICE_S) if arrivals else 0.0
+            rate = len(arrivals) / max(now - arrivals[0][0], SLICE_S)
             owed, self._owed = self._owed, 0
-            booked, epoch = round(self._tokens), self._epoch
+            booked, epoch = max(n for _, n in arrivals), self._epoch  # ahead: the largest recent request
             delays, free, self._limits = await self._call(
                 "lease", self.lane, self._id, self.configured_rpm, self.configured_tpm, wanted,
                 min(_MAX_AHEAD, math.ceil(rate * SLICE_S)), booked, owed, self._aged(now))
@@ -220,7 +223,7 @@ class LeasedLimiter:
                 self._free_s = min(SLICE_S, 2 * self._free_s)
             else:
                 self._free_s = _FIRST_FREE_S
-                self._slots.extend((now + d, booked) for d in delays)
+                self._slots.extend((now + d, wanted[i] if i < len(wanted) else booked) for i, d in enumerate(delays))
         finally:
             self._asked, self._lease = False, None
 
