@@ -18,7 +18,7 @@ from distill.formats.langchain_actions import render_action
 from distill.generation.pipeline import generate
 from distill.generation.shards import Shard, ShardError, generate_shard, merge_shards
 from tests.conftest import BASE_CONFIG
-from tests.fake_openai import chat_completion
+from tests.fake_openai import RpmLimit, chat_completion
 from tests.test_resume import Teacher, _config_file
 
 
@@ -190,7 +190,9 @@ def ray_cluster():
     ray = pytest.importorskip("ray")  # the test extra installs it
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # the tasks' workers take the fake endpoint's key from the job (the driver's environment is the test's)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"OPENAI_API_KEY": "sk-test-not-a-real-key"}})
     yield ray
     ray.shutdown()
 
@@ -210,12 +212,35 @@ def test_a_ray_run_equals_the_local_run(ray_cluster, tmp_path: Path, capsys) -> 
     _same_run(tmp_path / "local", tmp_path / "run")
 
 
-def test_limits_are_divided_among_the_workers(make_config) -> None:
+def test_ray_tasks_together_keep_the_limit_the_endpoint_announces(ray_cluster, fake_openai, tmp_path: Path) -> None:
+    """No rpm configured: the endpoint announces 1,200 rpm in its headers and refuses what goes over (a bucket of 4).
+    Each task pacing itself at what it heard would send twice that (a dozen 429s or more in this run, and rates
+    learned from them); sharing the limit through the actor, the two keep it together and both know it."""
+    from distill.generation.ray_executor import generate_on_ray
+
+    limit = RpmLimit(Teacher(), 1200, burst=4)
+    fake_openai.route("POST", r"/v1/chat/completions", limit)
+    config = load_config(_config_file(tmp_path, teacher={"base_url": fake_openai.base_url, "concurrency": 8},
+                                      generation={"conversations": 12}))
+    generate(config, tmp_path / "local", progress=False)
+    answered = limit.counts[200]
+    limit.counts.clear()
+    generate_on_ray(config, tmp_path / "run", shards=2, progress=False)
+    _same_run(tmp_path / "local", tmp_path / "run")
+    assert limit.counts[200] == answered  # the same requests, each once (the driver's finish answers from the ledger)
+    assert limit.counts.get(429, 0) <= 8  # the first requests, before any answer announced the limit
+    shards = [json.loads((tmp_path / "run" / "shards" / f"{i}-of-2" / "shard.json").read_text()) for i in (1, 2)]
+    limits = [s["teacher_usage"]["limits"] for s in shards]
+    assert [x["rpm_from_headers"] for x in limits] == [1200, 1200]  # the run's limit, known to both tasks
+    assert all(x["rpm_in_force"] <= 1200 for x in limits)  # (or the rate learned from the first 429s, if lower)
+
+
+def test_concurrency_is_divided_among_the_workers_and_rates_are_shared(make_config) -> None:
     from distill.generation.ray_executor import divided
 
     config = make_config(teacher={"provider": "openai", "model": "gpt-4o", "rpm": 600, "concurrency": 16,
-                                  "endpoints": [{"base_url": "http://127.0.0.1:1/v1", "rpm": 300}]})
+                                  "endpoints": [{"base_url": "http://127.0.0.1:1/v1", "rpm": 300, "concurrency": 8}]})
     shared = divided(config, 4)
-    assert (shared.teacher.rpm, shared.teacher.tpm, shared.teacher.concurrency) == (150, None, 4)
-    assert shared.teacher.endpoints[0].rpm == 75 and shared.judge.concurrency == 2
-    assert divided(config, 64).teacher.concurrency == 1
+    assert (shared.teacher.rpm, shared.teacher.tpm, shared.teacher.concurrency) == (600, None, 4)
+    assert (shared.teacher.endpoints[0].rpm, shared.teacher.endpoints[0].concurrency) == (300, 2)
+    assert shared.judge.concurrency == 2 and divided(config, 64).teacher.concurrency == 1

@@ -1,9 +1,12 @@
 """`distill generate CONFIG --executor ray`: the shards of a run (distill/generation/shards.py) as Ray tasks.
 
-The driver plans the run, sends shard I of N to a Ray task with the endpoint limits divided by N (`teacher.rpm`,
-`tpm`, `concurrency`, each endpoint's and the judge's concurrency: the N tasks run at once and share the endpoint),
-and each task runs its shard in a temporary folder on its node (the tools run there, beside the conversation) and
-returns the folder's files. The driver writes them under `RUN/shards/I-of-N/`, merges them into the run folder and
+The driver plans the run, starts one `SharedLimits` actor (distill/teachers/shared_limits.py) and sends shard I of N
+to a Ray task; each task runs its shard in a temporary folder on its node (the tools run there, beside the
+conversation) and returns the folder's files. The endpoint limits are the run's, shared through the actor: it paces
+each endpoint (`teacher.rpm` / `tpm`, each endpoint's, the limits announced in headers or learned from 429s, the
+holds after a Retry-After) for all the tasks, which lease their request starts from it in small batches, so a task
+that finishes early leaves its share to the others and what one task learns paces them all. Concurrency is divided:
+each task runs `teacher.concurrency`, each endpoint's and the judge's concurrency over N (at least 1). The driver writes them under `RUN/shards/I-of-N/`, merges them into the run folder and
 resumes it with `generate`: the mix top-up is planned once, for the whole run, and the dataset is the local run's.
 A shard already finished under `RUN/shards/` (same fingerprint) is not run again; a task stopped by its budget or
 the breaker returns what it has (its ledger included), and the next invocation continues from it.
@@ -13,16 +16,18 @@ Sources and the config's tools must be readable at the same paths on every node 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from distill.config import Config
 from distill.errors import DistillError
 from distill.generation.shards import Shard, generate_shard, merge_shards
 from distill.run_folder import RunFolder, default_run_dir, output_folder
+from distill.teachers.shared_limits import SharedLimits, ray_call, shared_pacing
 
 if TYPE_CHECKING:
     from distill.generation.pipeline import GenerateResult
@@ -33,15 +38,14 @@ _HINT = 'pip install "distill[ray]"'
 
 
 def divided(config: Config, n: int) -> Config:
-    """`config` with its endpoint limits divided among `n` workers that run at once (each at least 1)."""
+    """`config` with its concurrency divided among `n` workers that run at once (each at least 1); the rate limits
+    stay the run's (the workers share them through `SharedLimits`)."""
     def share(value: int | None) -> int | None:
         return None if value is None else max(1, value // n)
 
     t = config.teacher
-    endpoints = [e.model_copy(update={"rpm": share(e.rpm), "tpm": share(e.tpm), "concurrency": share(e.concurrency)})
-                 for e in t.endpoints]
-    teacher = t.model_copy(update={"rpm": share(t.rpm), "tpm": share(t.tpm), "concurrency": share(t.concurrency),
-                                   "endpoints": endpoints})
+    endpoints = [e.model_copy(update={"concurrency": share(e.concurrency)}) for e in t.endpoints]
+    teacher = t.model_copy(update={"concurrency": share(t.concurrency), "endpoints": endpoints})
     judge = config.judge.model_copy(update={"concurrency": share(config.judge.concurrency)})
     return config.model_copy(update={"teacher": teacher, "judge": judge})
 
@@ -58,16 +62,19 @@ def _unpack(files: dict[str, bytes], folder: Path) -> None:
         path.write_bytes(data)
 
 
-def run_shard_task(config: Config, shard: Shard, earlier: dict[str, bytes]) -> tuple[dict[str, bytes], str | None]:
-    """One Ray task: shard `shard` in a temporary folder (starting from `earlier`, what a stopped try left); returns
-    the folder's files and, when the shard stopped, why."""
+def run_shard_task(config: Config, shard: Shard, earlier: dict[str, bytes],
+                   limits: Any = None) -> tuple[dict[str, bytes], str | None]:
+    """One Ray task: shard `shard` in a temporary folder (starting from `earlier`, what a stopped try left), paced by
+    the `SharedLimits` actor `limits` (None: by its own limiters); returns the folder's files and, when the shard
+    stopped, why."""
     from distill.errors import RunStopped
 
     with tempfile.TemporaryDirectory(prefix="distill-shard-") as tmp:
         _unpack(earlier, Path(tmp))
         stopped = None
         try:
-            generate_shard(config, shard, tmp, progress=False)
+            with shared_pacing(ray_call(limits)) if limits is not None else contextlib.nullcontext():
+                generate_shard(config, shard, tmp, progress=False)
         except RunStopped as exc:
             stopped = exc.message
         return _pack(Path(tmp), index=shard.index == 1), stopped
@@ -100,24 +107,28 @@ def generate_on_ray(config: Config, out: str | Path | None = None, *, address: s
     folders = [RunFolder(RunFolder(run_dir).shards / f"{i}-of-{n}") for i in range(1, n + 1)]
     task = ray.remote(num_cpus=1, max_retries=0)(run_shard_task)
     share = ray.put(divided(config, n))
+    limits: Any = ray.remote(num_cpus=0, max_restarts=0)(SharedLimits).remote()
     pending: dict[object, tuple[int, RunFolder]] = {}
     for i, folder in enumerate(folders, start=1):
         if not _finished(folder, print_):
             earlier = _pack(folder.root, index=True) if folder.root.is_dir() else {}
-            pending[task.remote(share, Shard(i, n), earlier)] = (i, folder)
+            pending[task.remote(share, Shard(i, n), earlier, limits)] = (i, folder)
     stops: list[str] = []
     from tqdm.auto import tqdm
 
-    with tqdm(total=n, initial=n - len(pending), desc="shards", unit="shard", disable=not progress) as bar:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            i, folder = pending.pop(ready[0])
-            files, stopped = ray.get(ready[0])
-            folder.root.mkdir(parents=True, exist_ok=True)
-            _unpack(files, folder.root)
-            if stopped:
-                stops.append(f"shard {i}/{n}: {stopped}")
-            bar.update(1)
+    try:
+        with tqdm(total=n, initial=n - len(pending), desc="shards", unit="shard", disable=not progress) as bar:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                i, folder = pending.pop(ready[0])
+                files, stopped = ray.get(ready[0])
+                folder.root.mkdir(parents=True, exist_ok=True)
+                _unpack(files, folder.root)
+                if stopped:
+                    stops.append(f"shard {i}/{n}: {stopped}")
+                bar.update(1)
+    finally:
+        ray.kill(limits)
     if stops:
         from distill.errors import RunStopped
 

@@ -9,7 +9,8 @@ the raw body is what the ledger must keep anyway. Connections are spread over cl
 of its connections on every request, so one pool of 256 costs far more CPU than 32 pools of 8).
 
 Per request: the ledger is checked by the caller; the budget is reserved (`Meter.reserve`); the rate limiter paces
-the start (`teacher.rpm` / `tpm`, headers, 429s: distill/teachers/limits.py); a slot of `teacher.concurrency` is held
+the start (`teacher.rpm` / `tpm`, headers, 429s: distill/teachers/limits.py; in a Ray task the run's limiter,
+distill/teachers/shared_limits.py); a slot of `teacher.concurrency` is held
 while the request is in flight (never during a back-off wait). Outcomes:
 - 2xx: the raw body goes to the ledger with its usage, finish reason and timing, then the parsed JSON is returned.
 - 429: paced down and retried (after `retry-after-ms` / `Retry-After`, else a jittered back-off); rate-limit 429s do
@@ -43,7 +44,8 @@ from distill.errors import RunStopped
 from distill.teachers.base import TeacherCallError
 from distill.teachers.costs import Meter, cost_usd
 from distill.teachers.ledger import Ledger
-from distill.teachers.limits import RateLimiter, retry_after
+from distill.teachers.limits import Pacer, retry_after
+from distill.teachers.shared_limits import pacer
 
 __all__ = ["CLIENT_CONNECTIONS", "Engine", "build_clients", "encode_body", "usage_of"]
 
@@ -142,7 +144,8 @@ class Engine:
         self.config, self.model = config, model
         self.stop_on_refusal = stop_on_refusal
         self.ledger, self.meter = ledger, meter
-        self.limiter = RateLimiter(config.rpm, config.tpm, clock=clock, sleep=sleep)
+        url = getattr(clients[0], "base_url", None) if clients else None
+        self.limiter: Pacer = pacer(f"{model} @ {url}", config.rpm, config.tpm, clock=clock, sleep=sleep)
         self.stopped: RunStopped | None = None
         self._clients = clients
         self._clock, self._sleep = clock, sleep

@@ -27,9 +27,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["RateLimiter", "parse_duration", "retry_after"]
+__all__ = ["Pacer", "RateLimiter", "parse_duration", "retry_after"]
 
 BURST_S = 0.1  # requests may run this far ahead of the even spacing
 MAX_HOLD_S = 60.0
@@ -92,6 +92,19 @@ def _int(value: str | None) -> int | None:
         return int(float(value)) if value else None
     except ValueError:
         return None
+
+
+class Pacer(Protocol):
+    """What the engine asks of a limiter: a RateLimiter, or in a Ray task the run's shared one
+    (distill/teachers/shared_limits.py)."""
+
+    throttled: int
+
+    async def acquire(self, tokens: int = 0) -> None: ...
+
+    def observe(self, status: int | None, headers: Mapping[str, str] | None, sent_at: float | None = None) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 class RateLimiter:
@@ -167,25 +180,38 @@ class RateLimiter:
             self._tighten(now)
 
     # -- pacing ---------------------------------------------------------------------------------------------------
+    def reserve(self, tokens: int = 0) -> tuple[float, float]:
+        """Book the start of a request of `tokens` (estimated input + max output): (its start, now), clock times."""
+        now = self._clock()
+        rate, token_rate = self.request_rate(), self.token_rate()
+        start = max(now, self._hold_until)
+        if rate:  # no burst at a learned rate: an endpoint that sends no limits may count per request
+            start = max(start, self._tat_req - (0.0 if rate == self.learned_rps else BURST_S))
+            self._tat_req = max(self._tat_req, start) + 1 / rate
+        if token_rate and tokens:
+            start = max(start, self._tat_tok - BURST_S)
+            self._tat_tok = max(self._tat_tok, start) + tokens / token_rate
+        starts = self._starts
+        starts.append(start)
+        while starts[0] < now - 1.0:
+            starts.popleft()
+        if start > now:
+            self._win_waited = True
+        return start, now
+
+    def charge(self, tokens: int) -> None:
+        """Count `tokens` more (fewer when negative) against the tokens-per-minute limit than were reserved."""
+        token_rate = self.token_rate()
+        if token_rate and tokens:
+            now = self._clock()
+            self._tat_tok = max(now, max(now, self._tat_tok) + tokens / token_rate)
+
     async def acquire(self, tokens: int = 0) -> None:
         """Wait until a request of `tokens` (estimated input + max output) may start."""
         while True:
-            now = self._clock()
-            rate, token_rate = self.request_rate(), self.token_rate()
-            start = max(now, self._hold_until)
-            if rate:  # no burst at a learned rate: an endpoint that sends no limits may count per request
-                start = max(start, self._tat_req - (0.0 if rate == self.learned_rps else BURST_S))
-                self._tat_req = max(self._tat_req, start) + 1 / rate
-            if token_rate and tokens:
-                start = max(start, self._tat_tok - BURST_S)
-                self._tat_tok = max(self._tat_tok, start) + tokens / token_rate
-            starts = self._starts
-            starts.append(start)
-            while starts[0] < now - 1.0:
-                starts.popleft()
+            start, now = self.reserve(tokens)
             if start <= now:
                 return
-            self._win_waited = True
             epoch = self._epoch
             await self._sleep(start - now)
             if self._epoch == epoch:

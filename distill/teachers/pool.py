@@ -2,7 +2,8 @@
 
 For several replicas of a self-hosted teacher, or several keys. `PoolEngine` is the engine of
 distill/teachers/engine.py (the same retries, budget, ledger and breaker) with one lane per endpoint: its own
-clients, its own `RateLimiter` (configured, announced and learned limits are each endpoint's), its own cap of
+clients, its own limiter (configured, announced and learned limits are each endpoint's; a `RateLimiter`, in a Ray
+task the run's shared one: distill/teachers/shared_limits.py), its own cap of
 requests in flight (`endpoints[].concurrency`, under the pool's `teacher.concurrency`) and its own health.
 
 - Routing: a request goes to the least-loaded healthy endpoint (requests assigned to it, waiting or in flight, over
@@ -28,7 +29,8 @@ from distill.endpoint import resolve_endpoint
 from distill.errors import TeacherError
 from distill.pool_config import EndpointConfig, pool_entries
 from distill.teachers.engine import _UNREACHABLE_ATTEMPTS, CLIENT_CONNECTIONS, Engine, _Attempt, build_clients
-from distill.teachers.limits import RateLimiter
+from distill.teachers.limits import Pacer
+from distill.teachers.shared_limits import pacer
 
 __all__ = ["Lane", "PoolEngine", "build_pool"]
 
@@ -40,7 +42,7 @@ _FAILED_ON: contextvars.ContextVar[Lane | None] = contextvars.ContextVar("failed
 class Lane:
     """One endpoint of a pool: its clients, its limiter, its slots and its health."""
 
-    def __init__(self, url: str, clients: list[Any], limiter: RateLimiter, concurrency: int) -> None:
+    def __init__(self, url: str, clients: list[Any], limiter: Pacer, concurrency: int) -> None:
         self.url, self.clients, self.limiter = url, clients, limiter
         self.per = CLIENT_CONNECTIONS if len(clients) > 1 else concurrency
         self.concurrency = min(concurrency, self.per * len(clients))
@@ -162,11 +164,11 @@ def build_pool(config: TeacherConfig, *, model: str, **kwargs: Any) -> PoolEngin
     if entries is None:
         return None
     timing: dict[str, Any] = {name: kwargs[name] for name in ("clock", "sleep") if name in kwargs}
-    lanes = [_lane(config, i, entry, timing) for i, entry in enumerate(entries)]
+    lanes = [_lane(config, model, i, entry, timing) for i, entry in enumerate(entries)]
     return PoolEngine(config, lanes, model=model, **kwargs)
 
 
-def _lane(config: TeacherConfig, index: int, entry: EndpointConfig, timing: dict[str, Any]) -> Lane:
+def _lane(config: TeacherConfig, model: str, index: int, entry: EndpointConfig, timing: dict[str, Any]) -> Lane:
     where = f"teacher.endpoints[{index}]" if config.endpoints else f"teacher.base_url[{index}]"
     endpoint = resolve_endpoint(
         entry.base_url, key_required=True, url_option=where, needed_by="teacher.provider is openai",
@@ -175,5 +177,5 @@ def _lane(config: TeacherConfig, index: int, entry: EndpointConfig, timing: dict
     )
     concurrency = min(entry.concurrency or config.concurrency, config.concurrency)
     settings = config.model_copy(update={"concurrency": concurrency})
-    limiter = RateLimiter(entry.rpm or config.rpm, entry.tpm or config.tpm, **timing)
+    limiter = pacer(f"{model} @ {entry.base_url}", entry.rpm or config.rpm, entry.tpm or config.tpm, **timing)
     return Lane(entry.base_url, build_clients(settings, endpoint.api_key, endpoint.base_url), limiter, concurrency)
