@@ -28,6 +28,7 @@ from distill.formats.langchain_actions import ToolSpec, check_action_cached
 from distill.tokens import count_example, example_limit
 from distill.trajectory import Reason
 from distill.validation.chunks import auto_workers, map_ranges
+from distill.validation.decode import decode_line
 from distill.validation.preferences import is_preference_line, lint_preference
 from distill.validation.report import LintReport, Problem, format_report
 
@@ -272,7 +273,9 @@ def _lint(
     max_steps: int | None,
     model: str,
     token_limit: int | None,
+    tools_text: str | None = None,
 ) -> tuple[list[Problem], int | None]:
+    """Problems and token count of one decoded line; `tools_text` is its tools' JSON text (`decode_line`'s)."""
     if not isinstance(example, dict):
         return [Problem(0, "data_type", f"the line is a JSON {type(example).__name__}, not an object")], None
     if is_preference_line(example):  # a preference (DPO) line: its prompt + preferred answer is linted as a chat line
@@ -283,7 +286,8 @@ def _lint(
         return [Problem(0, "missing_messages_list", f'"messages" is {what}; it must be a non-empty list')], None
     out: list[Problem] = []
     _check_format(example, messages, out)
-    tools_text = json.dumps(example["tools"], ensure_ascii=False) if example.get("tools") else None
+    if tools_text is None and example.get("tools"):
+        tools_text = json.dumps(example["tools"], ensure_ascii=False)
     texts = [_text(m) for m in messages]  # "" for a message that is not an object or has no string content
     if _is_langchain(messages, texts):
         _check_langchain(messages, texts, tools, max_steps, out)
@@ -318,20 +322,6 @@ def lint_example(
     return _lint(example, tools, max_steps, model, token_limit)[0]
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder for every line (json.loads builds one a call)
-
-
-def _loads(text: str) -> Any:
-    """`json.loads(text, parse_constant=_reject_constant)`, with its refusal of a leading BOM."""
-    if text.startswith("\ufeff"):
-        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-    return _DECODER.decode(text)
-
-
 def _lint_range(
     settings: tuple[Mapping[str, ToolSpec] | None, int | None, str, int | None], path: str, start: int, end: int
 ) -> tuple[int, int, int, list[Problem], list[int]]:
@@ -354,13 +344,13 @@ def _lint_range(
                 continue
             lines += 1
             try:
-                example = _loads(raw.decode("utf-8"))
+                example, tools_text = decode_line(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:
                 problems = [Problem(number, "invalid_json_line", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]
             except ValueError as exc:
                 problems = [Problem(number, "invalid_json_line", f"not valid JSON: {exc}")]
             else:
-                found, tokens = _lint(example, tools, max_steps, model, token_limit)
+                found, tokens = _lint(example, tools, max_steps, model, token_limit, tools_text)
                 problems = [Problem(number, p.reason, p.detail, p.message) for p in found]
                 if tokens is not None:
                     token_counts.append(tokens)
