@@ -139,13 +139,32 @@ _NEWLINE_CUT = re.compile(r"\n(?=[!-.0-~])")  # a newline, then printable ASCII 
 _SEGMENTED = 256  # texts at least this long are counted by segments
 
 
+def _last_cut(text: str) -> int:
+    """The index just after the last newline that `_NEWLINE_CUT` cuts at, or -1."""
+    at = text.rfind("\n")
+    while at >= 0:
+        after = text[at + 1 : at + 2]
+        if "!" <= after <= "~" and after != "/":
+            return at + 1
+        at = text.rfind("\n", 0, at)
+    return -1
+
+
 def _count_segments(text: str, counts: _Counts) -> int:
-    parts = _NEWLINE_CUT.split(text)
-    if len(parts) == 1:
+    cut = _last_cut(text)
+    if cut < 0:
         return counts[text]
-    segments = [part + "\n" for part in parts[:-1]]
-    segments.append(parts[-1])
-    total = sum(map(counts.__getitem__, segments))
+    head = text[:cut]  # every segment but the last: a template or a prompt seen before is one look-up
+    known = counts.get(head)
+    if known is not None:
+        total = known + counts[text[cut:]]
+    else:
+        parts = _NEWLINE_CUT.split(text)
+        segments = [part + "\n" for part in parts[:-1]]
+        last = counts[parts[-1]]
+        total = sum(map(counts.__getitem__, segments)) + last
+        counts[head] = total - last
+        counts.chars += len(head)
     if total > _CHUNK_LIMIT:  # over bpe-openai's per-call limit: fail exactly as the whole text does
         return len(encoding_for(counts.model).encode_ordinary(text))
     counts[text] = total  # a whole text that repeats is one look-up next time
