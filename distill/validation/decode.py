@@ -128,7 +128,8 @@ def _walk(s: str) -> tuple[Any, str | None]:
 
 
 def decode_line(text: str) -> tuple[Any, str | None]:
-    """(the value `loads(text)` returns, its tools' JSON text or None); raises what `loads` raises."""
+    """(the value `loads(text)` returns, the JSON text of its "tools" list where it was kept, else None: the caller
+    serializes what it needs); raises what `loads` raises."""
     if '"tools"' not in text:  # nothing to keep: json decodes the line in one call
         return loads(text), None
     try:
