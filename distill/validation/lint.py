@@ -15,7 +15,6 @@ allowed, the step budget, and a final assistant text answer. Preference (DPO) li
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 from collections.abc import Mapping
@@ -377,16 +376,10 @@ def lint_file(
     token_limit = config.export.max_example_tokens if config else None
     count = auto_workers(file) if workers is None else max(1, workers)
     report = LintReport(path=str(path), lines=0, ok_lines=0)
-    freeze = not gc.get_freeze_count()  # the objects alive now (imported modules: a large heap) are left out of the
-    if freeze:  # cyclic collector's full passes while the file is linted (several a large file), then given back
-        gc.freeze()
-    try:
-        parts = map_ranges(partial(_lint_range, (tools, max_steps, model, token_limit)), file, count)
-    finally:
-        if freeze:
-            gc.unfreeze()
     before = 0  # lines of the ranges before this one
-    for numbers, lines, ok_lines, problems, token_counts in parts:
+    for numbers, lines, ok_lines, problems, token_counts in map_ranges(
+        partial(_lint_range, (tools, max_steps, model, token_limit)), file, count
+    ):
         report.lines += lines
         report.ok_lines += ok_lines
         report.problems.extend(
