@@ -120,7 +120,7 @@ class _Counts(dict[str, int]):
     def __missing__(self, text: str) -> int:
         n = self.old.get(text)
         if n is None:
-            n = _encode_count(text, self.model)
+            n = _count_items(text, self) if len(text) >= _SEGMENTED else _encode_count(text, self.model)
         self.chars += len(text)
         if self.chars > _CACHE_CHARS:
             self.old = dict(self)
@@ -137,6 +137,29 @@ def _counts(model: str) -> _Counts:
 
 _NEWLINE_CUT = re.compile(r"\n(?=[!-.0-~])")  # a newline, then printable ASCII but `/`: no pre-token spans it
 _SEGMENTED = 256  # texts at least this long are counted by segments
+
+
+_ITEM_CUT = re.compile(r"(?<=,)(?= ['\"])")  # a comma, then a space and a quote: the items of a list's repr
+_ITEM_MIN = 64  # items shorter than this are counted with their neighbour
+
+
+def _count_items(text: str, counts: _Counts) -> int:
+    """A text without a newline cut, counted as the sum of its items when it holds a list's repr (a tool's list of
+    retrieved passages: passages repeat across observations, each is counted once). Exact: the cut is before a space
+    that follows a non-space, where every pre-token of both encodings starts (a space is only ever a pre-token's first
+    character or part of a whitespace run)."""
+    if ", '" not in text and ', "' not in text:
+        return _encode_count(text, counts.model)
+    items: list[str] = []
+    for item in _ITEM_CUT.split(text):
+        if items and len(items[-1]) < _ITEM_MIN:
+            items[-1] += item
+        else:
+            items.append(item)
+    if len(items) == 1:
+        return _encode_count(text, counts.model)
+    total = sum(map(counts.__getitem__, items))
+    return total if total <= _CHUNK_LIMIT else _encode_count(text, counts.model)  # over the limit: as the whole
 
 
 def _last_cut(text: str) -> int:

@@ -131,3 +131,21 @@ def test_token_counts_of_texts_that_share_a_head_equal_whole_text_counts():
         for i, tail in enumerate(tails):
             text = heads[i % len(heads)] + tail
             assert count_text(text, model) == len(encoding.encode_ordinary(text)), text
+
+
+def test_token_counts_of_list_reprs_cut_at_their_items_equal_whole_text_counts():
+    """A tool's list of passages is counted item by item (cut before the space of ", '"): exact, repeats or not."""
+    from distill.tokens import count_text, encoding_for
+
+    rng = random.Random(5)
+    pieces = ["Word", " x", "\\n", "é", "日本", "'s", "  ", "1", ",", ", '", ', "', "'", '"', " ", "😀", "\u00a0", "\t", "-"]
+    passages = ["".join(rng.choice(pieces) for _ in range(rng.randrange(5, 120))) for _ in range(40)]
+    texts = [repr(rng.sample(passages, rng.randrange(1, 5))) + rng.choice(["", " (copy 2)", ",", " '"]) for _ in range(400)]
+    texts += ["TOOL RESPONSE:\n---\n" + t + "\n\nUSER'S INPUT\n" for t in texts[:100]]
+    assert sum(", '" in t or ', "' in t for t in texts) > 300
+    for model in ("gpt-4o", "gpt-3.5-turbo"):
+        encoding = encoding_for(model)
+        for text in texts:
+            expected = len(encoding.encode_ordinary(text))
+            assert count_text(text, model) == expected, text
+            assert count_text(text, model) == expected
