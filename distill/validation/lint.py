@@ -143,8 +143,9 @@ def _check_tool_calls(i: int, message: dict[str, Any], out: list[Problem]) -> li
 
 
 def _check_format(example: dict[str, Any], messages: list[Any], out: list[Problem]) -> None:
-    for key in sorted(set(example) - _TOP_KEYS, key=str):
-        out.append(Problem(0, "unrecognized_top_level_key", f"unknown top-level key {key!r}"))
+    if not _TOP_KEYS.issuperset(example):
+        for key in sorted(set(example) - _TOP_KEYS, key=str):
+            out.append(Problem(0, "unrecognized_top_level_key", f"unknown top-level key {key!r}"))
     _check_tools(example, out)
     trained = False
     pending: dict[str, int] = {}  # tool_call id -> index of the assistant message that made it
@@ -159,8 +160,9 @@ def _check_format(example: dict[str, Any], messages: list[Any], out: list[Proble
             out.append(Problem(0, "message_missing_key", "message has no role", i))
         elif role not in _ROLES:
             out.append(Problem(0, "unrecognized_role", f"role {role!r} is not system, user, assistant or tool", i))
-        for key in sorted(set(message) - _MESSAGE_KEYS, key=str):
-            out.append(Problem(0, "message_unrecognized_key", f"unknown message key {key!r}", i))
+        if not _MESSAGE_KEYS.issuperset(message):
+            for key in sorted(set(message) - _MESSAGE_KEYS, key=str):
+                out.append(Problem(0, "message_unrecognized_key", f"unknown message key {key!r}", i))
         _check_content(i, message, out)
         if "weight" in message:
             weight = message["weight"]
