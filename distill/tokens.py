@@ -249,7 +249,7 @@ def count_example(example: Mapping[str, Any], model: str, *, tools_text: str | N
                     total += counts[value]
                 else:
                     total += count_text(value, model)
-            else:
+            elif value is not None and not isinstance(value, int | float):  # numbers, booleans and null hold no text
                 total += sum(count_text(text, model) for text in _strings(value))
             if key == "name":
                 total += 1
