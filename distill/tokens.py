@@ -135,6 +135,7 @@ def _counts(model: str) -> _Counts:
     return _Counts(model)
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False)  # `json.dumps(value, ensure_ascii=False)`, without an encoder a call
 _NEWLINE_CUT = re.compile(r"\n(?=[!-.0-~])")  # a newline, then printable ASCII but `/`: no pre-token spans it
 _SEGMENTED = 256  # texts at least this long are counted by segments
 
@@ -242,7 +243,7 @@ def count_example(example: Mapping[str, Any], model: str, *, tools_text: str | N
             if key == "weight":
                 continue
             if key == "tool_calls":
-                total += count_text(json.dumps(value, ensure_ascii=False), model)
+                total += count_text(_JSON.encode(value), model)
                 continue
             if isinstance(value, str):  # a short text, or one without newlines: one look-up (count_text's first case)
                 if len(value) < _SEGMENTED or (len(value) <= PIECE_CHARS and "\n" not in value):
