@@ -140,7 +140,7 @@ _NEWLINE_CUT = re.compile(r"\n(?=[!-.0-~])")  # a newline, then printable ASCII 
 _SEGMENTED = 256  # texts at least this long are counted by segments
 
 
-_ITEM_CUT = re.compile(r"(?<=,)(?= ['\"])")  # a comma, then a space and a quote: the items of a list's repr
+_ITEM_CUT = re.compile(r",(?= ['\"])")  # a comma, then a space and a quote: between the items of a list's repr
 _ITEM_MIN = 64  # items shorter than this are counted with their neighbour
 
 
@@ -149,14 +149,19 @@ def _count_items(text: str, counts: _Counts) -> int:
     retrieved passages: passages repeat across observations, each is counted once). Exact: the cut is before a space
     that follows a non-space, where every pre-token of both encodings starts (a space is only ever a pre-token's first
     character or part of a whitespace run)."""
-    if ", '" not in text and ', "' not in text:
+    parts = _ITEM_CUT.split(text)
+    if len(parts) == 1:
         return _encode_count(text, counts.model)
     items: list[str] = []
-    for item in _ITEM_CUT.split(text):
+    for part in parts[:-1]:
         if items and len(items[-1]) < _ITEM_MIN:
-            items[-1] += item
+            items[-1] += part + ","
         else:
-            items.append(item)
+            items.append(part + ",")
+    if items and len(items[-1]) < _ITEM_MIN:
+        items[-1] += parts[-1]
+    else:
+        items.append(parts[-1])
     if len(items) == 1:
         return _encode_count(text, counts.model)
     total = sum(map(counts.__getitem__, items))
