@@ -1,9 +1,10 @@
 """`distill validate` speed beside the OpenAI cookbook's format checks, on the same large file.
 
 Usage: python benchmarks/validate_speed.py [--lines 60000] [--format langchain-chat|openai-tools|both]
-                                           [--file FILE.jsonl] [--workers 1 2] [--repeat 1] [--code DIR]
+                                           [--file FILE.jsonl] [--keep DIR] [--workers 1 2] [--repeat 1] [--code DIR]
 
-Without --file it builds a realistic file per agent format: a run of the offline teacher over corpus/ with
+Without --file it builds a realistic file per agent format (in a temporary folder, or in --keep DIR, where a file
+built before, `FORMAT-LINES.jsonl`, is used again instead of rebuilt): a run of the offline teacher over corpus/ with
 configs/multi_tool_agent.yaml (every stage on), whose train.jsonl (about 1,800 distinct conversations) is replicated
 to --lines lines. Every copy after the first is made new where a real run's lines differ (the question, each tool
 input but the schema-checked Calculator's, each observation and each answer carry a copy number), so caches only gain
@@ -262,6 +263,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=60_000)
     parser.add_argument("--format", choices=["langchain-chat", "openai-tools", "both"], default="both")
     parser.add_argument("--file", type=Path, help="lint this file instead of building one")
+    parser.add_argument("--keep", type=Path, help="build the files in this folder, and use again the ones found there")
     parser.add_argument("--model", default="gpt-4o-mini-2024-07-18")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=1, help="measure each this many times; the best is shown")
@@ -273,13 +275,15 @@ def main() -> None:
         _measure(args._measure, args.file, args.model, args.workers[0])
         return
 
-    work = Path(tempfile.mkdtemp(prefix="distill-validate-bench-"))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="distill-validate-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     if args.file:
         files = [args.file]
     else:
         formats = ["langchain-chat", "openai-tools"] if args.format == "both" else [args.format]
-        files = [build_file(f, args.lines, work) for f in formats]
-        print("built: " + ", ".join(str(f) for f in files))
+        kept = [work / f"{f}-{args.lines}.jsonl" for f in formats]
+        files = [k if k.is_file() else build_file(f, args.lines, work) for f, k in zip(formats, kept, strict=True)]
+        print("files: " + ", ".join(str(f) for f in files))
     print(f"cores: {os.cpu_count()}, load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for path in files:
         size = path.stat().st_size / 1e6

@@ -54,14 +54,22 @@ class DuplicateKeyError(ValueError):
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
+    out = dict(pairs)
+    if len(out) == len(pairs):
+        return out
+    seen: set[str] = set()
+    for key, _ in pairs:  # the first key that repeats, as a pair-by-pair check finds it
+        if key in seen:
             raise DuplicateKeyError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
+        seen.add(key)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_UNIQUE = json.JSONDecoder(object_pairs_hook=_unique)  # one decoder (json.loads with a hook builds one a call)
 
 
 def loads_unique(text: str | bytes) -> Any:
     """`json.loads`, but an object with a repeated key raises DuplicateKeyError."""
+    if type(text) is str and not text.startswith("\ufeff"):  # what json.loads does with a str, but the BOM error
+        return _UNIQUE.decode(text)
     return json.loads(text, object_pairs_hook=_unique)

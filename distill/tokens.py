@@ -120,7 +120,7 @@ class _Counts(dict[str, int]):
     def __missing__(self, text: str) -> int:
         n = self.old.get(text)
         if n is None:
-            n = _encode_count(text, self.model)
+            n = _count_items(text, self) if len(text) >= _SEGMENTED else _encode_count(text, self.model)
         self.chars += len(text)
         if self.chars > _CACHE_CHARS:
             self.old = dict(self)
@@ -135,17 +135,65 @@ def _counts(model: str) -> _Counts:
     return _Counts(model)
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False)  # `json.dumps(value, ensure_ascii=False)`, without an encoder a call
 _NEWLINE_CUT = re.compile(r"\n(?=[!-.0-~])")  # a newline, then printable ASCII but `/`: no pre-token spans it
 _SEGMENTED = 256  # texts at least this long are counted by segments
 
 
-def _count_segments(text: str, counts: _Counts) -> int:
-    parts = _NEWLINE_CUT.split(text)
+_ITEM_CUT = re.compile(r",(?= ['\"])")  # a comma, then a space and a quote: between the items of a list's repr
+_ITEM_MIN = 64  # items shorter than this are counted with their neighbour
+
+
+def _count_items(text: str, counts: _Counts) -> int:
+    """A text without a newline cut, counted as the sum of its items when it holds a list's repr (a tool's list of
+    retrieved passages: passages repeat across observations, each is counted once). Exact: the cut is before a space
+    that follows a non-space, where every pre-token of both encodings starts (a space is only ever a pre-token's first
+    character or part of a whitespace run)."""
+    parts = _ITEM_CUT.split(text)
     if len(parts) == 1:
+        return _encode_count(text, counts.model)
+    items: list[str] = []
+    for part in parts[:-1]:
+        if items and len(items[-1]) < _ITEM_MIN:
+            items[-1] += part + ","
+        else:
+            items.append(part + ",")
+    if items and len(items[-1]) < _ITEM_MIN:
+        items[-1] += parts[-1]
+    else:
+        items.append(parts[-1])
+    if len(items) == 1:
+        return _encode_count(text, counts.model)
+    total = sum(map(counts.__getitem__, items))
+    return total if total <= _CHUNK_LIMIT else _encode_count(text, counts.model)  # over the limit: as the whole
+
+
+def _last_cut(text: str) -> int:
+    """The index just after the last newline that `_NEWLINE_CUT` cuts at, or -1."""
+    at = text.rfind("\n")
+    while at >= 0:
+        after = text[at + 1 : at + 2]
+        if "!" <= after <= "~" and after != "/":
+            return at + 1
+        at = text.rfind("\n", 0, at)
+    return -1
+
+
+def _count_segments(text: str, counts: _Counts) -> int:
+    cut = _last_cut(text)
+    if cut < 0:
         return counts[text]
-    segments = [part + "\n" for part in parts[:-1]]
-    segments.append(parts[-1])
-    total = sum(map(counts.__getitem__, segments))
+    head = text[:cut]  # every segment but the last: a template or a prompt seen before is one look-up
+    known = counts.get(head)
+    if known is not None:
+        total = known + counts[text[cut:]]
+    else:
+        parts = _NEWLINE_CUT.split(text)
+        segments = [part + "\n" for part in parts[:-1]]
+        last = counts[parts[-1]]
+        total = sum(map(counts.__getitem__, segments)) + last
+        counts[head] = total - last
+        counts.chars += len(head)
     if total > _CHUNK_LIMIT:  # over bpe-openai's per-call limit: fail exactly as the whole text does
         return len(encoding_for(counts.model).encode_ordinary(text))
     counts[text] = total  # a whole text that repeats is one look-up next time
@@ -200,14 +248,14 @@ def count_example(example: Mapping[str, Any], model: str, *, tools_text: str | N
             if key == "weight":
                 continue
             if key == "tool_calls":
-                total += count_text(json.dumps(value, ensure_ascii=False), model)
+                total += count_text(_JSON.encode(value), model)
                 continue
             if isinstance(value, str):  # a short text, or one without newlines: one look-up (count_text's first case)
                 if len(value) < _SEGMENTED or (len(value) <= PIECE_CHARS and "\n" not in value):
                     total += counts[value]
                 else:
                     total += count_text(value, model)
-            else:
+            elif value is not None and not isinstance(value, int | float):  # numbers, booleans and null hold no text
                 total += sum(count_text(text, model) for text in _strings(value))
             if key == "name":
                 total += 1

@@ -369,7 +369,7 @@ def check_line(
         out.append((str(Reason.TOO_MANY_STEPS), f"{steps} assistant messages in the last turn > max_steps={max_steps}", None))
     final = messages[-1] if isinstance(messages[-1], dict) else {}
     content = final.get("content")
-    answered = final.get("role") == "assistant" and isinstance(content, str) and bool(content.strip())
+    answered = final.get("role") == "assistant" and isinstance(content, str) and bool(content) and not content.isspace()
     if not answered and not (final.get("role") == "assistant" and final.get("tool_calls")):  # calls: unanswered
         detail = "the line must end with the assistant's final text answer (no tool_calls)"
         out.append((str(Reason.NO_FINAL_ANSWER), detail, len(messages) - 1))

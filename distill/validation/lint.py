@@ -28,6 +28,7 @@ from distill.formats.langchain_actions import ToolSpec, check_action_cached
 from distill.tokens import count_example, example_limit
 from distill.trajectory import Reason
 from distill.validation.chunks import auto_workers, map_ranges
+from distill.validation.decode import decode_line
 from distill.validation.preferences import is_preference_line, lint_preference
 from distill.validation.report import LintReport, Problem, format_report
 
@@ -110,7 +111,7 @@ def _check_content(i: int, message: dict[str, Any], out: list[Problem]) -> None:
     elif not isinstance(content, str):
         what = "null" if content is None else f"a {type(content).__name__}"
         out.append(Problem(0, "missing_content", f"{role} content is {what}, not a string", i))
-    elif role != "tool" and not content.strip():
+    elif role != "tool" and (not content or content.isspace()):  # `not content.strip()`, without copying the text
         out.append(Problem(0, "missing_content", f"{role} content is empty", i))
 
 
@@ -142,8 +143,9 @@ def _check_tool_calls(i: int, message: dict[str, Any], out: list[Problem]) -> li
 
 
 def _check_format(example: dict[str, Any], messages: list[Any], out: list[Problem]) -> None:
-    for key in sorted(set(example) - _TOP_KEYS, key=str):
-        out.append(Problem(0, "unrecognized_top_level_key", f"unknown top-level key {key!r}"))
+    if not _TOP_KEYS.issuperset(example):
+        for key in sorted(set(example) - _TOP_KEYS, key=str):
+            out.append(Problem(0, "unrecognized_top_level_key", f"unknown top-level key {key!r}"))
     _check_tools(example, out)
     trained = False
     pending: dict[str, int] = {}  # tool_call id -> index of the assistant message that made it
@@ -158,8 +160,9 @@ def _check_format(example: dict[str, Any], messages: list[Any], out: list[Proble
             out.append(Problem(0, "message_missing_key", "message has no role", i))
         elif role not in _ROLES:
             out.append(Problem(0, "unrecognized_role", f"role {role!r} is not system, user, assistant or tool", i))
-        for key in sorted(set(message) - _MESSAGE_KEYS, key=str):
-            out.append(Problem(0, "message_unrecognized_key", f"unknown message key {key!r}", i))
+        if not _MESSAGE_KEYS.issuperset(message):
+            for key in sorted(set(message) - _MESSAGE_KEYS, key=str):
+                out.append(Problem(0, "message_unrecognized_key", f"unknown message key {key!r}", i))
         _check_content(i, message, out)
         if "weight" in message:
             weight = message["weight"]
@@ -272,7 +275,9 @@ def _lint(
     max_steps: int | None,
     model: str,
     token_limit: int | None,
+    tools_text: str | None = None,
 ) -> tuple[list[Problem], int | None]:
+    """Problems and token count of one decoded line; `tools_text` is its tools' JSON text (`decode_line`'s)."""
     if not isinstance(example, dict):
         return [Problem(0, "data_type", f"the line is a JSON {type(example).__name__}, not an object")], None
     if is_preference_line(example):  # a preference (DPO) line: its prompt + preferred answer is linted as a chat line
@@ -283,7 +288,8 @@ def _lint(
         return [Problem(0, "missing_messages_list", f'"messages" is {what}; it must be a non-empty list')], None
     out: list[Problem] = []
     _check_format(example, messages, out)
-    tools_text = json.dumps(example["tools"], ensure_ascii=False) if example.get("tools") else None
+    if tools_text is None and example.get("tools"):
+        tools_text = json.dumps(example["tools"], ensure_ascii=False)
     texts = [_text(m) for m in messages]  # "" for a message that is not an object or has no string content
     if _is_langchain(messages, texts):
         _check_langchain(messages, texts, tools, max_steps, out)
@@ -318,20 +324,6 @@ def lint_example(
     return _lint(example, tools, max_steps, model, token_limit)[0]
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder for every line (json.loads builds one a call)
-
-
-def _loads(text: str) -> Any:
-    """`json.loads(text, parse_constant=_reject_constant)`, with its refusal of a leading BOM."""
-    if text.startswith("\ufeff"):
-        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-    return _DECODER.decode(text)
-
-
 def _lint_range(
     settings: tuple[Mapping[str, ToolSpec] | None, int | None, str, int | None], path: str, start: int, end: int
 ) -> tuple[int, int, int, list[Problem], list[int]]:
@@ -341,7 +333,7 @@ def _lint_range(
     problems_all: list[Problem] = []
     token_counts: list[int] = []
     lines = ok_lines = number = 0
-    with open(path, "rb") as handle:
+    with open(path, "rb", buffering=1 << 20) as handle:  # lines of kilobytes: one read for many
         handle.seek(start)
         remaining = end - start
         while remaining > 0:
@@ -350,17 +342,17 @@ def _lint_range(
                 break
             remaining -= len(raw)
             number += 1
-            if not raw.strip():
+            if raw.isspace():  # blank (`not raw.strip()`: raw is never empty here), without copying the line
                 continue
             lines += 1
             try:
-                example = _loads(raw.decode("utf-8"))
+                example, tools_text = decode_line(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:
                 problems = [Problem(number, "invalid_json_line", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]
             except ValueError as exc:
                 problems = [Problem(number, "invalid_json_line", f"not valid JSON: {exc}")]
             else:
-                found, tokens = _lint(example, tools, max_steps, model, token_limit)
+                found, tokens = _lint(example, tools, max_steps, model, token_limit, tools_text)
                 problems = [Problem(number, p.reason, p.detail, p.message) for p in found]
                 if tokens is not None:
                     token_counts.append(tokens)
