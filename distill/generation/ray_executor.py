@@ -13,8 +13,8 @@ resumes it with `generate`: the mix top-up is planned once, for the whole run, a
 A shard already finished under `RUN/shards/` (same fingerprint) is not run again; a task stopped by its budget or
 the breaker returns what it has (its ledger included), and the next invocation continues from it.
 
-The tools run in the tasks, beside the conversation: what a tool needs from disk (a python tool's module, an MCP
-server's command and its files) is read on the task's node, at the config's paths, so it must be there.
+The tools run in the tasks, beside the conversation: what a tool needs from disk (a python or langchain tool's
+module, an MCP server's command and its files) is read on the task's node, at the config's paths, so it must be there.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ RUN` gathers the shards into one run folder that `distill generate CONFIG --out 
 A shard plans the whole run (the same plans and fingerprint as a local run of the config), rolls out and judges its
 own plans (`plans[I-1::N]`, so every shard gets the same mix of kinds), and tops up nothing: the mix top-up depends on
 the outcomes of every conversation, so it is planned once, for the whole run, by the `generate` that resumes the
-merged folder (or by the Ray driver, distill/generation/ray_executor.py). A finished shard writes `shard.json` (which
-shard, the run's fingerprint and config hash, a digest of its plan ids, its outcomes); a shard stopped by a budget or
-the breaker writes none and resumes with its own command.
+merged folder (or by the Ray driver, distill/generation/ray_executor.py). A shard reads the sources itself, unless
+given the run's chunks and index (a Ray task is given the driver's, so its node needs no source). A finished shard
+writes `shard.json` (which shard, the run's fingerprint and config hash, a digest of its plan ids, its outcomes); a
+shard stopped by a budget or the breaker writes none and resumes with its own command.
 
 `merge` refuses what would not add up to the local run: a folder that is not a finished shard, shards of another
 config or of other sources (another fingerprint), the same shard twice, shards of different splits (I/N with another
