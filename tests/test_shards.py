@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from distill.errors import RunStopped
 from distill.formats.langchain_actions import render_action
 from distill.generation.pipeline import generate
 from distill.generation.shards import Shard, ShardError, generate_shard, merge_shards
-from tests.conftest import BASE_CONFIG
+from tests.conftest import BASE_CONFIG, CORPUS
 from tests.fake_openai import RpmLimit, chat_completion
 from tests.test_resume import Teacher, _config_file
 
@@ -210,6 +211,41 @@ def test_a_ray_run_equals_the_local_run(ray_cluster, tmp_path: Path, capsys) -> 
     (tmp_path / "run" / "train.jsonl").unlink()
     assert main(argv) == 0  # again: the finished shards are not run again, the run is finished from them
     _same_run(tmp_path / "local", tmp_path / "run")
+
+
+def test_the_ray_tasks_read_no_source(ray_cluster, tmp_path: Path, monkeypatch) -> None:
+    """The sources exist only while the driver reads them (its prepare before the tasks, its finish after them):
+    the tasks, in Ray's worker processes (which this process's patch does not reach), find no source at the config's
+    path, and the run still equals the local run, over the index the driver shipped them."""
+    from distill.generation import pipeline
+    from distill.generation.ray_executor import generate_on_ray
+
+    sources, stash = tmp_path / "sources", tmp_path / "stash"
+    shutil.copytree(CORPUS, sources)
+    data = json.loads(json.dumps(BASE_CONFIG))
+    data["sources"] = [{"path": "sources"}]
+    data["generation"]["conversations"] = 24
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    config = load_config(tmp_path / "cfg.yaml")
+    generate(config, tmp_path / "local", progress=False)
+    sources.rename(stash)
+    reads = []
+    real = pipeline.load_documents
+
+    def only_while_the_driver_reads(config):  # type: ignore[no-untyped-def]
+        shutil.copytree(stash, sources)
+        try:
+            reads.append(len(list(sources.rglob("*"))))
+            return real(config)
+        finally:
+            shutil.rmtree(sources)
+
+    monkeypatch.setattr(pipeline, "load_documents", only_while_the_driver_reads)
+    generate_on_ray(config, tmp_path / "run", shards=2, progress=False)
+    _same_run(tmp_path / "local", tmp_path / "run")
+    assert len(reads) == 2 and reads[0] > 0 and not sources.exists()  # the driver's two reads, no other
+    for i in (1, 2):
+        assert json.loads((tmp_path / "run" / "shards" / f"{i}-of-2" / "shard.json").read_text())["conversations"] == 12
 
 
 def test_ray_tasks_together_keep_the_limit_the_endpoint_announces(ray_cluster, fake_openai, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from distill.generation.questions import plan_conversations
 from distill.generation.resume import RunSession
 from distill.generation.rollout import Rollout
 from distill.generation.scheduler import draining, roll_and_top_up
-from distill.generation.sources import chunk_documents, load_documents
+from distill.generation.sources import Document, SkippedSource, chunk_documents, load_documents
 from distill.run_folder import (
     MANIFEST,
     RunFolder,
@@ -99,7 +99,9 @@ def _warn_empty_validation(config: Config, exported: ExportResult) -> None:
 
 @dataclass
 class Prepared:
-    """What every invocation builds before the rollouts: the run folder, the sources, chunks, index and plans."""
+    """What every invocation builds before the rollouts: the run folder, the sources, chunks, index and plans.
+
+    `documents` and `skipped` are empty when `prepare` was given the index (the sources were not read)."""
 
     run_dir: Path
     folder: RunFolder
@@ -114,19 +116,28 @@ class Prepared:
         return [c.text for c in self.chunks]
 
 
-def prepare(config: Config, out: str | Path | None, progress: bool) -> Prepared:
-    """The run folder (created), the sources read and chunked, the BM25 index (saved in it) and the config's plans."""
+def prepare(config: Config, out: str | Path | None, progress: bool, *, index: ChunkIndex | None = None) -> Prepared:
+    """The run folder (created), the sources read and chunked, the BM25 index (saved in it) and the config's plans.
+
+    Given `index` (the run's chunks and index as a driver prepared them: a Ray task's, distill/generation/
+    ray_executor.py), the sources are not read and nothing is built: its chunks are the run's, saved in the folder."""
     run_dir = output_folder(out if out is not None else default_run_dir(config))
     folder = RunFolder(run_dir)
-    _stage(progress, "reading the sources ...")
-    documents, skipped = load_documents(config)
-    chunks = chunk_documents(documents, config.chunking)
+    documents: list[Document] = []
+    skipped: list[SkippedSource] = []
+    if index is not None:
+        chunks = index.chunks
+    else:
+        _stage(progress, "reading the sources ...")
+        documents, skipped = load_documents(config)
+        chunks = chunk_documents(documents, config.chunking)
     if not chunks:
         named = "; ".join(f"{s.path} ({s.reason})" for s in skipped[:5]) or "no files found"
         raise DistillError(f"no usable text in the sources: {named}", hint="check sources: in the config")
-    _name_skipped(skipped)
-    _stage(progress, f"{len(documents):,} document(s), {len(chunks):,} chunks; building the search index ...")
-    index = ChunkIndex.build(chunks)
+    if index is None:
+        _name_skipped(skipped)
+        _stage(progress, f"{len(documents):,} document(s), {len(chunks):,} chunks; building the search index ...")
+        index = ChunkIndex.build(chunks)
     index.save(folder.index)
     return Prepared(run_dir, folder, documents, skipped, chunks, index, plan_conversations(config, chunks))
 

@@ -1,8 +1,10 @@
 """`distill generate CONFIG --executor ray`: the shards of a run (distill/generation/shards.py) as Ray tasks.
 
-The driver plans the run, starts one `SharedLimits` actor (distill/teachers/shared_limits.py) and sends shard I of N
-to a Ray task; each task runs its shard in a temporary folder on its node (the tools run there, beside the
-conversation) and returns the folder's files. The endpoint limits are the run's, shared through the actor: it paces
+The driver plans the run (reads the sources, chunks them and builds the BM25 index in `RUN/index/`), puts the index
+folder (its chunks included) in the object store once, starts one `SharedLimits` actor
+(distill/teachers/shared_limits.py) and sends shard I of N to a Ray task; each task runs its shard in a temporary
+folder on its node over the driver's index (it reads no source: the sources need not exist on the workers' nodes)
+and returns the folder's files. The endpoint limits are the run's, shared through the actor: it paces
 each endpoint (`teacher.rpm` / `tpm`, each endpoint's, the limits announced in headers or learned from 429s, the
 holds after a Retry-After) for all the tasks, which lease their request starts from it in small batches, so a task
 that finishes early leaves its share to the others and what one task learns paces them all. Concurrency is divided:
@@ -11,7 +13,8 @@ resumes it with `generate`: the mix top-up is planned once, for the whole run, a
 A shard already finished under `RUN/shards/` (same fingerprint) is not run again; a task stopped by its budget or
 the breaker returns what it has (its ledger included), and the next invocation continues from it.
 
-Sources and the config's tools must be readable at the same paths on every node (a shared file system).
+The tools run in the tasks, beside the conversation: what a tool needs from disk (a python or langchain tool's
+module, an MCP server's command and its files) is read on the task's node, at the config's paths, so it must be there.
 """
 
 from __future__ import annotations
@@ -62,19 +65,24 @@ def _unpack(files: dict[str, bytes], folder: Path) -> None:
         path.write_bytes(data)
 
 
-def run_shard_task(config: Config, shard: Shard, earlier: dict[str, bytes],
-                   limits: Any = None) -> tuple[dict[str, bytes], str | None]:
-    """One Ray task: shard `shard` in a temporary folder (starting from `earlier`, what a stopped try left), paced by
-    the `SharedLimits` actor `limits` (None: by its own limiters); returns the folder's files and, when the shard
-    stopped, why."""
+def run_shard_task(config: Config, shard: Shard, earlier: dict[str, bytes], limits: Any = None,
+                   index: dict[str, bytes] | None = None) -> tuple[dict[str, bytes], str | None]:
+    """One Ray task: shard `shard` in a temporary folder (starting from `earlier`, what a stopped try left) over the
+    driver's index folder `index` (its files; None: the sources are read here), paced by the `SharedLimits` actor
+    `limits` (None: by its own limiters); returns the folder's files and, when the shard stopped, why."""
     from distill.errors import RunStopped
+    from distill.generation.index import ChunkIndex
 
     with tempfile.TemporaryDirectory(prefix="distill-shard-") as tmp:
         _unpack(earlier, Path(tmp))
+        prepared = None
+        if index is not None:
+            _unpack(index, RunFolder(Path(tmp)).index)
+            prepared = ChunkIndex.load(RunFolder(Path(tmp)).index)
         stopped = None
         try:
             with shared_pacing(ray_call(limits)) if limits is not None else contextlib.nullcontext():
-                generate_shard(config, shard, tmp, progress=False)
+                generate_shard(config, shard, tmp, progress=False, index=prepared)
         except RunStopped as exc:
             stopped = exc.message
         return _pack(Path(tmp), index=shard.index == 1), stopped
@@ -107,12 +115,13 @@ def generate_on_ray(config: Config, out: str | Path | None = None, *, address: s
     folders = [RunFolder(RunFolder(run_dir).shards / f"{i}-of-{n}") for i in range(1, n + 1)]
     task = ray.remote(num_cpus=1, max_retries=0)(run_shard_task)
     share = ray.put(divided(config, n))
+    index = ray.put(_pack(RunFolder(run_dir).index, index=True))  # once; each task reads it from the object store
     limits: Any = ray.remote(num_cpus=0, max_restarts=0)(SharedLimits).remote()
     pending: dict[object, tuple[int, RunFolder]] = {}
     for i, folder in enumerate(folders, start=1):
         if not _finished(folder, print_):
-            earlier = _pack(folder.root, index=True) if folder.root.is_dir() else {}
-            pending[task.remote(share, Shard(i, n), earlier, limits)] = (i, folder)
+            earlier = _pack(folder.root, index=False) if folder.root.is_dir() else {}  # the index comes from the driver
+            pending[task.remote(share, Shard(i, n), earlier, limits, index)] = (i, folder)
     stops: list[str] = []
     from tqdm.auto import tqdm
 

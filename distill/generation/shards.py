@@ -4,9 +4,10 @@ RUN` gathers the shards into one run folder that `distill generate CONFIG --out 
 A shard plans the whole run (the same plans and fingerprint as a local run of the config), rolls out and judges its
 own plans (`plans[I-1::N]`, so every shard gets the same mix of kinds), and tops up nothing: the mix top-up depends on
 the outcomes of every conversation, so it is planned once, for the whole run, by the `generate` that resumes the
-merged folder (or by the Ray driver, distill/generation/ray_executor.py). A finished shard writes `shard.json` (which
-shard, the run's fingerprint and config hash, a digest of its plan ids, its outcomes); a shard stopped by a budget or
-the breaker writes none and resumes with its own command.
+merged folder (or by the Ray driver, distill/generation/ray_executor.py). A shard reads the sources itself, unless
+given the run's chunks and index (a Ray task is given the driver's, so its node needs no source). A finished shard
+writes `shard.json` (which shard, the run's fingerprint and config hash, a digest of its plan ids, its outcomes); a
+shard stopped by a budget or the breaker writes none and resumes with its own command.
 
 `merge` refuses what would not add up to the local run: a folder that is not a finished shard, shards of another
 config or of other sources (another fingerprint), the same shard twice, shards of different splits (I/N with another
@@ -25,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from distill.atomic_files import sha256_of
 from distill.config import Config
@@ -33,6 +34,9 @@ from distill.errors import DistillError
 from distill.run_folder import RunFolder, output_folder, read_jsonl, write_json, write_lines
 from distill.teachers.base import Teacher
 from distill.trajectory import Plan, PlanList, plan_column
+
+if TYPE_CHECKING:
+    from distill.generation.index import ChunkIndex
 
 __all__ = ["MergeResult", "Shard", "ShardError", "ShardResult", "generate_shard", "merge_shards"]
 
@@ -88,9 +92,10 @@ class ShardResult:
 
 def generate_shard(
     config: Config, shard: Shard, out: str | Path, *, progress: bool = True, teacher: Teacher | None = None,
-    fresh: bool = False,
+    fresh: bool = False, index: ChunkIndex | None = None,
 ) -> ShardResult:
-    """Roll out and judge shard `shard` of `config`'s plans into the run folder `out` (see the module doc)."""
+    """Roll out and judge shard `shard` of `config`'s plans into the run folder `out` (see the module doc); over
+    `index` (the chunks and BM25 index the run's driver prepared) when given, else over the sources, read here."""
     from distill.agent.tools import ToolBox
     from distill.formats import get_format
     from distill.generation.pipeline import prepare
@@ -103,7 +108,7 @@ def generate_shard(
         raise ShardError(f"{config.path or 'the config'}: teacher.mode: batch cannot run as shards",
                          hint="run the shards online (teacher.mode: online), or the whole run in batch mode")
     started = time.perf_counter()
-    prepared = prepare(config, out, progress)
+    prepared = prepare(config, out, progress, index=index)
     folder = prepared.folder
     folder.shard.unlink(missing_ok=True)  # written again when this shard finishes
     run = RunSession.open(config, prepared.run_dir, prepared.plans, prepared.texts, teacher=teacher, fresh=fresh)
