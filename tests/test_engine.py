@@ -267,7 +267,7 @@ def _faulty_server(fake_openai, served: list[bytes]) -> None:
         if n == 1 and fault == 2:
             return FakeResponse(status=500, json={"error": {"message": "boom"}})
         if n == 1 and fault == 3:
-            return FakeResponse(delay=0.8, json=chat_completion("late"))
+            return FakeResponse(delay=2.5, json=chat_completion("late"))  # past the timeout
         if n == 1 and fault == 4:
             return FakeResponse(drop=True)
         case, seed = _case(body["seed"]), body["seed"]
@@ -298,7 +298,7 @@ def test_pipeline_under_faults_completes_and_accounting_closes(fake_openai, make
     served: list[bytes] = []
     _faulty_server(fake_openai, served)
     config = make_config(
-        teacher={"provider": "openai", "model": "gpt-4o", "max_retries": 2, "backoff_s": 0.01, "timeout_s": 0.4,
+        teacher={"provider": "openai", "model": "gpt-4o", "max_retries": 2, "backoff_s": 0.01, "timeout_s": 1.0,
                  "concurrency": 8},
         generation={"conversations": 24, "seed": 3, "mix": {"tool": 0.5, "direct": 0.0, "multi_turn": 0.5},
                     "max_extra_conversations": 0, "step_retries": step_retries},
