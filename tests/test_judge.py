@@ -181,7 +181,9 @@ def test_offline_the_lexical_judge_stands_in_and_says_so(make_config, tmp_path: 
     result = generate(config, tmp_path / "run", progress=False)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     judged = manifest["judge"]
-    assert judged["judges"] == {"offline-lexical": 40} and "lexical" in judged["note"]
+    # the judge's rejections count against the mix: the top-up planned more, and every one was judged
+    assert manifest["top_up"]["extra_conversations"] > 0
+    assert judged["judges"] == {"offline-lexical": manifest["conversations"]["requested"]} and "lexical" in judged["note"]
     assert sum(judged["rejected_by_reason"].values()) == result.conversations["rejected"] > 0
     rows = [json.loads(x) for x in (tmp_path / "run" / "rejected.jsonl").read_text().splitlines()]
     assert rows and all(r["reason"].startswith("judge_") and r["detail"] for r in rows)

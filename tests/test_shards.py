@@ -73,8 +73,10 @@ def test_four_shards_from_the_command_line_merge_into_the_local_run(tmp_path: Pa
     assert "merged 4 shards: 48 conversations" in said and f"distill generate {config} --out" in said
     assert main(["generate", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     _same_run(tmp_path / "local", tmp_path / "run")
-    resumed = json.loads((tmp_path / "run" / "manifest.json").read_text())["resume"]
-    assert resumed == {"resumed_conversations": 48, "new_conversations": 0}  # the shards' work is kept
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    extra = manifest["top_up"]["extra_conversations"]  # (the judge's rejections are topped up)
+    # the shards' work is kept; only the top-up's conversations are new
+    assert manifest["resume"] == {"resumed_conversations": 48, "new_conversations": extra}
 
 
 def test_shards_against_an_endpoint_merge_into_the_local_run_and_its_ledger(fake_openai, tmp_path: Path) -> None:

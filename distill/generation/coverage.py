@@ -137,12 +137,15 @@ def summarize_coverage(config: Config, trajectories: Iterable[Trajectory]) -> di
 
 class MixCount:
     """What export will accept so far, per kind, counted one conversation at a time in plan order (`add`): accepted,
-    within the token limit, renderable, not a duplicate (a `DedupIndex`: only what its index needs is kept)."""
+    not below the judge's thresholds (its verdict stored before the count), within the token limit, renderable, not a
+    duplicate (a `DedupIndex`: only what its index needs is kept)."""
 
     def __init__(self, config: Config, fmt: Format) -> None:
+        from distill.generation.judge import Verdicts
         from distill.tokens import example_limit
 
         self.config, self.fmt = config, fmt
+        self.verdicts = Verdicts(config)
         self.model = config.export.model
         self.limit = config.export.max_example_tokens or example_limit(self.model)
         self.dedup = DedupIndex(config.export.dedup, keep_found=False)
@@ -158,7 +161,7 @@ class MixCount:
 
         self.added += 1
         self.requested[t.kind] += 1
-        if t.outcome != "accepted":
+        if t.outcome != "accepted" or self.verdicts.rejects(t):
             return
         try:
             worst = max(count_example(ex, self.model) for ex in self.fmt.render(t))

@@ -193,35 +193,61 @@ async def judge_stream(
         t.meta["judge"] = verdict
         counted[0] += 1
 
+    def grade(t: Trajectory) -> asyncio.Task[None] | None:  # the judge's request in flight, if one is
+        asked = ask(t) if t.outcome == "accepted" else None
+        if asked is None:
+            return None
+        request, verdict, document = asked
+        if offline is None:
+            return asyncio.ensure_future(one(t, request, verdict))
+        verdict["scores"] = offline.verdict(t, document, criteria)
+        t.meta["judge"] = verdict
+        counted[0] += 1
+        return None
+
+    # A graded conversation is yielded as soon as it and every one before it are graded, even while the source has
+    # nothing new (an async source waits on the rollouts, which may wait on what is yielded).
     held: deque[tuple[Trajectory, asyncio.Task[None] | None]] = deque()
     size = max(1, window if window is not None else max(64, 4 * config.judge.concurrency))
+    source = _each(trajectories).__aiter__()
+    reading: asyncio.Future[Trajectory] | None = None
+    ended = False
     try:
-        async for t in _each(trajectories):
-            asked = ask(t) if t.outcome == "accepted" else None
-            task = None
-            if asked is not None:
-                request, verdict, document = asked
-                if offline is not None:
-                    verdict["scores"] = offline.verdict(t, document, criteria)
-                    t.meta["judge"] = verdict
-                    counted[0] += 1
-                else:
-                    task = asyncio.ensure_future(one(t, request, verdict))
-            if task is None and not held:
-                yield t
-                continue
-            held.append((t, task))
-            while len(held) >= size or (held and held[0][1] is None):
-                first, pending = held.popleft()
-                if pending is not None:
-                    await pending
+        while True:
+            while held and (held[0][1] is None or held[0][1].done()):
+                first, task = held.popleft()
+                if task is not None:
+                    task.result()  # what the judge call raised (the budget, the breaker) goes on from here
                 yield first
-        while held:
-            first, pending = held.popleft()
-            if pending is not None:
-                await pending
-            yield first
+            head = held[0][1] if held else None
+            if ended or len(held) >= size:
+                if head is None:
+                    break
+                await asyncio.wait({head})
+                continue
+            if head is None and reading is None:  # nothing in flight: read the next one directly
+                try:
+                    t = await source.__anext__()
+                except StopAsyncIteration:
+                    ended = True
+                    continue
+            else:
+                if reading is None:
+                    reading = asyncio.ensure_future(source.__anext__())
+                waits: set[asyncio.Future[Any]] = {reading} if head is None else {reading, head}
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if not reading.done():
+                    continue
+                got, reading = reading, None
+                try:
+                    t = got.result()
+                except StopAsyncIteration:
+                    ended = True
+                    continue
+            held.append((t, grade(t)))
     finally:
+        if reading is not None and not reading.done():
+            reading.cancel()
         for _, pending in held:
             if pending is not None and not pending.done():
                 pending.cancel()
@@ -271,6 +297,18 @@ class Verdicts:
             t.reject("judge", f"judge_{failing}", detail, None)
             if count:
                 self.rejected[f"judge_{failing}"] += 1
+
+    def rejects(self, t: Trajectory) -> bool:
+        """True when `apply` would reject `t` (nothing counted, `t` left as it is)."""
+        stored = t.meta.get("judge")
+        if not self.judge.enabled or t.outcome != "accepted" or not isinstance(stored, dict):
+            return False
+        if "error" in stored:
+            return True
+        verdict = stored.get("scores") or {}
+        if any(c not in verdict for c in self.criteria):
+            return False
+        return any(int(verdict[c]["score"]) < self.judge.threshold_of(c) for c in self.criteria)
 
     def section(self) -> dict[str, Any] | None:
         if not self.judge.enabled:

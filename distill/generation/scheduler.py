@@ -1,7 +1,8 @@
 """The rollouts of a run: a queue of plans, worker tasks (up to 2 x `teacher.concurrency`), every finished
-conversation to the run's spool and, in plan order, to the mix top-up, whose extra plans join the queue while the last
-conversations are in flight (distill/generation/top_up.py), and to the judge, which grades it while the rollouts go
-on (distill/generation/judge.py). Nothing waits for the rollouts to drain. One progress bar to the end.
+conversation to the run's spool and, in plan order, to the judge, which grades it while the rollouts go on
+(distill/generation/judge.py), then to the mix top-up's count, whose extra plans join the queue while the last
+conversations are in flight (distill/generation/top_up.py). Nothing waits for the rollouts to drain. One progress
+bar to the end.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ def _bar_tally(tally: dict[str, int]) -> dict[str, int]:
 
 async def roll_plans(
     plans: PlanList, chunks: dict[str, Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
-    top_up: TopUp | None = None, sink: Callable[[Trajectory], None] | None = None,
+    top_up: TopUp | None = None, sink: Callable[[Trajectory], None] | None = None, judged: _Judged | None = None,
 ) -> int:
     """Roll out `plans` (the ones not finished before); every finished conversation goes to the run's spool as it
-    finishes, and to `sink` in plan order. With `top_up` (whose `plans` is `plans`; `sink` feeds it), the extra plans
-    it decides join the queue while the rest are in flight (distill/generation/top_up.py). Returns how many
-    conversations `plans` have now."""
+    finishes, and to `sink` in plan order. With `top_up` (whose `plans` is `plans`), the extra plans it decides join
+    the queue while the rest are in flight (distill/generation/top_up.py): it counts what `sink` hands it, or, with
+    `judged`, what the judge hands it once graded (then the rollouts end when the judge has counted the last one).
+    Returns how many conversations `plans` have now."""
     run = run or RunSession.ephemeral(rollout.config, rollout.teacher)
     run.add_plans(plans)
     ids = list(plan_column(plans, "id"))
@@ -58,6 +60,10 @@ async def roll_plans(
         ordered.done(i, trajectory)
         tally[trajectory.outcome] += 1
         bar.update(1)
+        if judged is None:
+            counted()
+
+    def counted() -> None:  # after the top-up counted a conversation: its decision, if one is due
         if top_up is None:
             return
         extra = top_up.take()
@@ -75,10 +81,15 @@ async def roll_plans(
                 queue.append(i)
             else:
                 finished(i, done)
-        while queue and len(active) < most and run.stopped is None:
+        spawn()
+
+    def spawn() -> None:  # workers for the queue (one that returned may still be in `active` a moment)
+        live = sum(not task.done() for task in active)
+        while queue and live < most and run.stopped is None:
             task = asyncio.ensure_future(worker())
             active.add(task)
             task.add_done_callback(active.discard)
+            live += 1
 
     async def worker() -> None:
         nonlocal waiting
@@ -102,9 +113,19 @@ async def roll_plans(
         if top_up is not None:
             top_up.check()  # no conversation at all: the top-up ends here
             top_up.take()  # (admitted with the rest)
+        if judged is not None:
+            judged.on_count = counted
         admit(0)
-        while active:
-            await asyncio.gather(*active)
+        while True:
+            spawn()  # extra plans the judge's count admitted after the workers had returned
+            if active:
+                await asyncio.gather(*active)
+            elif judged is not None and judged.pending() and run.stopped is None:
+                judged.wake.clear()  # the judge still has conversations to count: they may bring extra plans
+                if judged.pending():
+                    await judged.wake.wait()
+            else:
+                break
     except BaseException:
         for task in active:
             task.cancel()
@@ -121,9 +142,10 @@ async def roll_and_top_up(
     plans: Sequence[Plan], chunks: list[Any], rollout: Rollout, progress: bool, run: RunSession | None = None,
     pilot: bool = False,
 ) -> TopUpResult:
-    """Roll out the plans; as they finish, in plan order, the mix top-up counts them (its extra conversations join
-    the rollouts, distill/generation/top_up.py) and the judge grades them (distill/generation/judge.py), so neither
-    waits for the rollouts to drain. Returns the plans (the extra ones included) and the manifest's `top_up`."""
+    """Roll out the plans; as they finish, in plan order, the judge grades them (distill/generation/judge.py) and the
+    mix top-up counts them, the judge's verdicts included (its extra conversations join the rollouts,
+    distill/generation/top_up.py), so neither waits for the rollouts to drain. Returns the plans (the extra ones
+    included) and the manifest's `top_up`."""
     from distill.generation.coverage import MixCount
 
     config = rollout.config
@@ -137,19 +159,16 @@ async def roll_and_top_up(
     topped = TopUp(config, chunks, plans, counted)
     if pilot:  # distill estimate, a shard: these plans only, no top-up
         topped.pilot = len(plans)
-    feed = _Feed(run.spool) if config.judge.enabled else None
-    judging = asyncio.ensure_future(_judge(rollout, feed, by_id, run)) if feed is not None else None
-
-    def sink(t: Trajectory) -> None:
-        if not pilot:
-            topped.add(t)
-        if feed is not None:
-            feed.put(t)
+    judged = _Judged(run.spool, None if pilot else topped) if config.judge.enabled else None
+    if judged is not None:
+        judged.task = asyncio.ensure_future(judged.grade(rollout, by_id, run))
+    sink = judged.feed.put if judged is not None else None if pilot else topped.add
+    feed, judging = (judged.feed, judged.task) if judged is not None else (None, None)
 
     waiting = 0
     try:
         try:
-            await roll_plans(topped.plans, by_id, rollout, progress, run, None if pilot else topped, sink)
+            await roll_plans(topped.plans, by_id, rollout, progress, run, None if pilot else topped, sink, judged)
         except WavePending as pending:  # batch mode: the judge's requests of this wave are still to be collected
             waiting += pending.count
         except RunStopped:  # the judge's requests in flight finish and are stored too
@@ -183,8 +202,10 @@ class _Feed:
         self.spool, self.cap = spool, cap
         self.queue: asyncio.Queue[Trajectory | str | None] = asyncio.Queue()
         self.closed = False
+        self.fed = 0
 
     def put(self, t: Trajectory) -> None:
+        self.fed += 1
         self.queue.put_nowait(t if self.queue.qsize() < self.cap else t.id)
 
     def close(self) -> None:
@@ -208,16 +229,43 @@ async def draining(run: RunSession, rollout: Rollout, work: Awaitable[T]) -> T:
         return await work
 
 
-async def _judge(rollout: Rollout, feed: _Feed, chunks: dict[str, Any], run: RunSession) -> None:
-    """The judge stage (distill/generation/judge.py) over the conversations as they finish: verdicts stored on the
-    records (the spool's latest version); export applies the thresholds."""
-    from distill.generation.judge import judge_stream
+class _Judged:
+    """The judge between the rollouts and the top-up's count: the conversations in plan order (`feed`) are graded
+    (distill/generation/judge.py; verdicts stored on the records, the spool's latest version; export applies the
+    thresholds) and then counted, so the top-up counts what export will accept, the judge's thresholds included.
+    Batch mode: at the first conversation whose verdict waits for its wave, the count stops for this wave."""
 
-    spool = run.spool
-    documents = {k: c.text for k, c in chunks.items()}
-    try:
-        async for t in judge_stream(rollout.config, feed, documents, rollout.teacher, judged=[0]):
-            if t.meta.get("judge") is not None or t.outcome == "failed":
-                spool.put(t)
-    except RunStopped as exc:  # budget or breaker: the unjudged conversations are judged on resume
-        run.stop(exc)
+    def __init__(self, spool: Any, top_up: TopUp | None) -> None:
+        self.spool, self.top_up = spool, top_up
+        self.feed = _Feed(spool)
+        self.seen = 0
+        self.stalled = False
+        self.wake = asyncio.Event()
+        self.on_count: Callable[[], None] = lambda: None
+        self.task: asyncio.Task[None] | None = None
+
+    def pending(self) -> bool:
+        """True while conversations handed to the judge are still to be counted."""
+        return (self.top_up is not None and not self.stalled and self.seen < self.feed.fed
+                and self.task is not None and not self.task.done())
+
+    async def grade(self, rollout: Rollout, chunks: dict[str, Any], run: RunSession) -> None:
+        from distill.generation.judge import judge_stream
+
+        documents = {k: c.text for k, c in chunks.items()}
+        try:
+            async for t in judge_stream(rollout.config, self.feed, documents, rollout.teacher, judged=[0]):
+                if t.meta.get("judge") is not None or t.outcome == "failed":
+                    self.spool.put(t)
+                self.seen += 1
+                if self.top_up is not None and not self.stalled:
+                    if t.outcome == "accepted" and t.meta.get("judge") is None:
+                        self.stalled = True  # batch mode: its verdict comes with a later wave, and its count
+                    else:
+                        self.top_up.add(t)
+                        self.on_count()
+                self.wake.set()
+        except RunStopped as exc:  # budget or breaker: the unjudged conversations are judged on resume
+            run.stop(exc)
+        finally:
+            self.wake.set()
