@@ -17,6 +17,7 @@ import argparse
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shards_speed import copy_docs
 
 
 def _start(config: Any, refs: list[Any]) -> tuple[float, float, float, float, str, str]:
@@ -71,11 +73,7 @@ def main() -> None:
     from distill.run_folder import RunFolder
 
     work = Path(tempfile.mkdtemp(prefix="distill-raysrc-"))
-    docs = work / "docs"
-    docs.mkdir()
-    files = sorted(p for p in (REPO / "docs").glob("*.md"))
-    for i in range(args.docs):
-        shutil.copyfile(files[i % len(files)], docs / f"{i:04d}-{files[i % len(files)].name}")
+    docs = copy_docs(work, args.docs)
     (work / "bench.yaml").write_text(yaml.safe_dump({
         "name": "raysrc-bench",
         "tools": [{"name": "Vector Search Tool", "description": "Searches the docs.", "kind": "retriever", "top_k": 3}],

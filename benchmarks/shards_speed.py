@@ -26,6 +26,16 @@ REPO = Path(__file__).resolve().parent.parent
 SAME = ("train.jsonl", "validation.jsonl", "rejected.jsonl", "trajectories.jsonl", "plans.jsonl")
 
 
+def copy_docs(work: Path, n: int) -> Path:
+    """The project's docs/ copied to `n` documents under `work/docs` (the benchmark corpus of the scale-out runs)."""
+    docs = work / "docs"
+    docs.mkdir()
+    files = sorted((REPO / "docs").glob("*.md"))
+    for i in range(n):
+        shutil.copyfile(files[i % len(files)], docs / f"{i:04d}-{files[i % len(files)].name}")
+    return docs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=10000)
@@ -33,11 +43,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=170)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="distill-shards-"))
-    docs = work / "docs"
-    docs.mkdir()
-    files = sorted(p for p in (REPO / "docs").glob("*.md"))
-    for i in range(args.docs):
-        shutil.copyfile(files[i % len(files)], docs / f"{i:04d}-{files[i % len(files)].name}")
+    docs = copy_docs(work, args.docs)
     config = work / "bench.yaml"
     config.write_text(yaml.safe_dump({
         "name": "shards-bench",

@@ -159,11 +159,8 @@ async def roll_and_top_up(
     topped = TopUp(config, chunks, plans, counted)
     if pilot:  # distill estimate, a shard: these plans only, no top-up
         topped.pilot = len(plans)
-    judged = _Judged(run.spool, None if pilot else topped) if config.judge.enabled else None
-    if judged is not None:
-        judged.task = asyncio.ensure_future(judged.grade(rollout, by_id, run))
+    judged = _Judged(rollout, by_id, run, None if pilot else topped) if config.judge.enabled else None
     sink = judged.feed.put if judged is not None else None if pilot else topped.add
-    feed, judging = (judged.feed, judged.task) if judged is not None else (None, None)
 
     waiting = 0
     try:
@@ -172,16 +169,14 @@ async def roll_and_top_up(
         except WavePending as pending:  # batch mode: the judge's requests of this wave are still to be collected
             waiting += pending.count
         except RunStopped:  # the judge's requests in flight finish and are stored too
-            if feed is not None and judging is not None:
-                feed.close()
-                await asyncio.gather(judging, return_exceptions=True)
+            if judged is not None:
+                judged.feed.close()
+                await asyncio.gather(judged.task, return_exceptions=True)
             raise
-        finally:
-            if feed is not None:
-                feed.close()
-        if judging is not None:
+        if judged is not None:
+            judged.feed.close()
             try:
-                await judging
+                await judged.task
             except WavePending as pending:
                 waiting += pending.count
         run.check_stopped()  # the judge stopped by the budget or the breaker: judged on resume
@@ -189,8 +184,8 @@ async def roll_and_top_up(
             raise WavePending(waiting)
         return topped.result()  # the count and its dedup index go: export builds its own
     finally:
-        if judging is not None and not judging.done():
-            judging.cancel()
+        if judged is not None and not judged.task.done():
+            judged.task.cancel()
         await rollout.teacher.aclose()
 
 
@@ -235,21 +230,20 @@ class _Judged:
     thresholds) and then counted, so the top-up counts what export will accept, the judge's thresholds included.
     Batch mode: at the first conversation whose verdict waits for its wave, the count stops for this wave."""
 
-    def __init__(self, spool: Any, top_up: TopUp | None) -> None:
-        self.spool, self.top_up = spool, top_up
-        self.feed = _Feed(spool)
+    def __init__(self, rollout: Rollout, chunks: dict[str, Any], run: RunSession, top_up: TopUp | None) -> None:
+        self.spool, self.top_up = run.spool, top_up
+        self.feed = _Feed(run.spool)
         self.seen = 0
         self.stalled = False
         self.wake = asyncio.Event()
         self.on_count: Callable[[], None] = lambda: None
-        self.task: asyncio.Task[None] | None = None
+        self.task = asyncio.ensure_future(self._grade(rollout, chunks, run))
 
     def pending(self) -> bool:
         """True while conversations handed to the judge are still to be counted."""
-        return (self.top_up is not None and not self.stalled and self.seen < self.feed.fed
-                and self.task is not None and not self.task.done())
+        return self.top_up is not None and not self.stalled and self.seen < self.feed.fed and not self.task.done()
 
-    async def grade(self, rollout: Rollout, chunks: dict[str, Any], run: RunSession) -> None:
+    async def _grade(self, rollout: Rollout, chunks: dict[str, Any], run: RunSession) -> None:
         from distill.generation.judge import judge_stream
 
         documents = {k: c.text for k, c in chunks.items()}
